@@ -1,0 +1,7 @@
+"""``python -m scriptflow_trio``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""The command line: argv, loading the flows file, trio.run, exit codes, errors for people.
+
+    python -m scriptflow_trio FLOWFILE                 list the flows
+    python -m scriptflow_trio FLOWFILE NAME [k=v ...]  run one
+    scriptflow-trio run NAME [k=v ...]                 the same with FLOWFILE=sflow.py
+
+Exit codes: 0 success, 1 a task or the flow failed, 2 bad input, 130 SIGINT, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from ._errors import FlowFileError, ScriptflowError, TaskError, TaskFailed, UsageError
+from ._flowfile import FlowFile, bind_arguments, load_flow_file
+from ._session import SessionConfig, new_run_id, open_session
+from .executors.local import LocalExecutor
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scriptflow-trio",
+        description="Run a flow (an async Python function) from a flows file, make-style.",
+        epilog="`scriptflow-trio run NAME` reads the flows file sflow.py, as scriptflow did.",
+    )
+    p.add_argument("flowfile", help="the Python file that defines the flows")
+    p.add_argument("name", nargs="?", help="the flow to run (omit to list them)")
+    p.add_argument("args", nargs="*", metavar="key=value", help="arguments of the flow")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="local slots (default: CPU count)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="say what would run, run nothing")
+    p.add_argument("-f", "--force", action="append", default=[], metavar="PATTERN",
+                   help="re-run tasks whose name matches this glob (repeatable)")
+    p.add_argument("-k", "--keep-going", action="store_true",
+                   help="let independent tasks finish after a failure; report all at the end")
+    p.add_argument("--plain", action="store_true", help="plain timestamped lines, no live view")
+    p.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="commands, every skipped task, and tracebacks")
+    p.add_argument("--state-dir", default=".scriptflow", metavar="DIR",
+                   help="where logs (and the store) live (default: .scriptflow)")
+    p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
+    return p
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    argv = list(argv)
+    parser = _parser()
+    if argv and argv[0] == "run":
+        argv = ["sflow.py", *argv[1:]]
+        if not any(not a.startswith("-") for a in argv[1:]):
+            parser.error("`run` needs the name of a flow: scriptflow-trio run NAME")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m scriptflow_trio`` and ``scriptflow-trio``."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    try:
+        if args.directory:
+            try:
+                os.chdir(args.directory)
+            except OSError as exc:
+                raise UsageError(f"cannot change to directory {args.directory!r}: {exc}") from None
+        flows = load_flow_file(args.flowfile)
+        _apply_init_config(args, flows)
+        if not args.name:
+            _list_flows(console, flows)
+            return EXIT_OK
+        fn = flows.get(args.name)
+        kwargs = bind_arguments(fn, args.name, args.args)
+        if args.jobs is not None and args.jobs < 1:
+            raise UsageError(f"-j/--jobs must be 1 or more, not {args.jobs}")
+        return trio.run(_run, fn, kwargs, args, console)
+    except UsageError as exc:
+        _print_error(console, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("[magenta]interrupted[/]")
+        return 130
+
+
+def _apply_init_config(args: argparse.Namespace, flows: FlowFile) -> None:
+    """Fold scriptflow's ``sf.init({...})`` into the options; the command line wins."""
+    config = flows.config
+    local = (config.get("executors") or {}).get("local") or {}
+    if args.jobs is None and local.get("maxsize"):
+        args.jobs = int(local["maxsize"])
+    if config.get("force") and not args.force:
+        args.force = [str(config["force"])]
+    if config.get("debug"):
+        args.verbose = True
+    if config.get("classic_terminal"):
+        args.plain = True
+
+
+def _list_flows(console: Any, flows: FlowFile) -> None:
+    described = flows.describe()
+    if not described:
+        console.print(f"{flows.path} defines no flow: name an async function flow_NAME, "
+                      "or decorate it with @sf.flow")
+        return
+    console.print(f"flows in {flows.path}:")
+    width = max(len(name) for name, _ in described)
+    for name, doc in described:
+        console.print(f"  [bold]{name:<{width}}[/]  {doc}", highlight=False)
+
+
+async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Namespace,
+               console: Any) -> int:
+    from ._ui import TerminalView
+
+    plain = args.plain or not console.is_terminal
+    view = TerminalView(console, plain=plain, quiet=args.quiet, verbose=args.verbose)
+    config = SessionConfig(force=tuple(args.force), dry_run=args.dry_run, keep_going=args.keep_going)
+    received: list[int] = []
+    errors: list[BaseException] = []
+    failures: list[TaskError] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            run_scope = trio.CancelScope()
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if not received:
+                        received.append(signum)
+                        run_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            nursery.start_soon(view.run)
+            with run_scope:
+                try:
+                    async with open_session(
+                        executors=[LocalExecutor(args.jobs)],
+                        state_dir=args.state_dir,
+                        config=config,
+                        listeners=[view],
+                        run_id=new_run_id(),
+                    ) as session:
+                        try:
+                            await session.run(fn, **kwargs)
+                        finally:
+                            failures = session.failures
+                except BaseException as exc:  # rendered below; Cancelled only from our scope
+                    if isinstance(exc, trio.Cancelled):
+                        raise
+                    errors.append(exc)
+            nursery.cancel_scope.cancel()
+    view.print_summary([_describe_failure(f, args.verbose) for f in failures])
+    reported = {id(f) for f in failures}
+    for exc in _leaves(errors):
+        if id(exc) not in reported:
+            _print_error(console, exc, verbose=args.verbose)
+    if received:
+        return _SIGNAL_EXIT.get(received[0], 130)
+    return EXIT_FAILED if (errors or failures) else EXIT_OK
+
+
+def _leaves(errors: list[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in errors:
+        if isinstance(exc, BaseExceptionGroup):
+            out += _leaves(list(exc.exceptions))
+        else:
+            out.append(exc)
+    return out
+
+
+def _describe_failure(error: TaskError, verbose: bool) -> str:
+    if not isinstance(error, TaskFailed):
+        return str(error)
+    attempts = f" (after {error.attempts} attempts)" if error.attempts > 1 else ""
+    lines = [f"task {error.name!r} failed{attempts}: {error.reason}"]
+    if error.log_path:
+        lines.append(f"  log: {os.path.relpath(error.log_path)}")
+    if error.log_tail:
+        lines.append("  last lines of the log:")
+        lines += [f"    {line}" for line in error.log_tail.splitlines()[-(20 if verbose else 8):]]
+    return "\n".join(lines)
+
+
+def _print_error(console: Any, exc: BaseException, *, verbose: bool) -> None:
+    if isinstance(exc, ScriptflowError):
+        message = f"error: {exc}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if "scriptflow_trio" not in f.filename and "/trio/" not in f.filename]
+        where = f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
+        message = f"error: the flow raised {type(exc).__name__}{where}: {exc}"
+    if verbose:
+        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+    console.print(message, style="bold red", markup=False, highlight=False)

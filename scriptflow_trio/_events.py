@@ -1,0 +1,120 @@
+"""The event stream that the terminal view, the store and notifications listen to.
+
+The session calls ``listener.on_event(event)`` synchronously for every event, in
+order. A listener must return quickly and never block: it buffers and does its slow
+work (drawing, writing, sending) from a task of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+
+
+class Status(enum.Enum):
+    """How a task ended in this run."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    WOULD_RUN = "would-run"  # dry run
+
+
+@attrs.frozen
+class RunStarted:
+    run_id: str
+    flow: str
+    time: float
+    dry_run: bool = False
+
+
+@attrs.frozen
+class TaskSkipped:
+    name: str
+    key: str
+    reason: str
+    time: float
+
+
+@attrs.frozen
+class TaskWouldRun:
+    """Dry run: the task would run, for ``reason``."""
+
+    name: str
+    key: str
+    reason: str
+    command: str
+    time: float
+
+
+@attrs.frozen
+class AttemptStarted:
+    name: str
+    key: str
+    attempt: int
+    reason: str
+    command: str
+    log_path: Path
+    executor: str
+    time: float
+
+
+@attrs.frozen
+class AttemptFinished:
+    name: str
+    key: str
+    attempt: int
+    ok: bool
+    returncode: int | None
+    reason: str  # why it failed; "" on success
+    time: float
+    duration: float
+    will_retry: bool = False
+
+
+@attrs.frozen
+class TaskFinished:
+    name: str
+    key: str
+    status: Status
+    attempts: int
+    duration: float  # wall time of all attempts, 0 for skipped tasks
+    time: float
+    error: str = ""
+
+
+@attrs.frozen
+class OutputLine:
+    """A line a non-quiet task printed."""
+
+    name: str
+    line: str
+
+
+@attrs.frozen
+class RunFinished:
+    run_id: str
+    status: str  # "succeeded", "failed", "cancelled"
+    time: float
+    duration: float
+
+
+Event = (
+    RunStarted
+    | TaskSkipped
+    | TaskWouldRun
+    | AttemptStarted
+    | AttemptFinished
+    | TaskFinished
+    | OutputLine
+    | RunFinished
+)
+
+
+class Listener(Protocol):
+    def on_event(self, event: Event) -> None:
+        """Receive one event; must not block."""

@@ -1,0 +1,102 @@
+"""The up-to-date decision and the output check, on file timestamps (make's rule)."""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from ._task import Glob, resolve
+
+
+@attrs.frozen
+class Decision:
+    """Whether a task must run, and why, in words for a person."""
+
+    run: bool
+    reason: str
+
+
+def expand(root: str, item: str | Glob) -> list[str]:
+    """The files an input or output names now: itself, or a glob's sorted matches."""
+    if isinstance(item, Glob):
+        return sorted(_glob.glob(item.pattern, root_dir=root, recursive=True))
+    return [item]
+
+
+def _mtime(root: str, path: str) -> int | None:
+    try:
+        return os.stat(resolve(root, path)).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def decide(
+    root: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str | Glob],
+    *,
+    was_remade: Callable[[str], bool] = lambda path: False,
+) -> Decision:
+    """Make's rule: run unless every output exists and none is older than an input.
+
+    ``inputs`` are already expanded; ``was_remade(path)`` tells whether another task
+    made (or, in a dry run, would make) that input in this run.
+    """
+    if not outputs:
+        return Decision(True, "it declares no outputs")
+    oldest: int | None = None
+    oldest_name = ""
+    for item in outputs:
+        paths = expand(root, item)
+        if not paths:
+            return Decision(True, f"no file matches output {item}")
+        for path in paths:
+            mtime = _mtime(root, path)
+            if mtime is None:
+                return Decision(True, f"output {path} is missing")
+            if oldest is None or mtime < oldest:
+                oldest, oldest_name = mtime, path
+    assert oldest is not None
+    for path in inputs:
+        if was_remade(path):
+            return Decision(True, f"input {path} was remade")
+        mtime = _mtime(root, path)
+        if mtime is not None and mtime > oldest:
+            return Decision(True, f"input {path} is newer than output {oldest_name}")
+    return Decision(False, "up to date")
+
+
+def missing_outputs(root: str, outputs: Sequence[str | Glob], since_ns: int) -> list[str]:
+    """The declared outputs that an attempt started at ``since_ns`` did not produce.
+
+    A literal output must exist (it was removed before the attempt); a glob must match
+    at least one file written during the attempt.
+    """
+    missing = []
+    for item in outputs:
+        if isinstance(item, Glob):
+            fresh = [p for p in expand(root, item) if (_mtime(root, p) or 0) >= since_ns]
+            if not fresh:
+                missing.append(item.pattern)
+        elif not os.path.exists(resolve(root, item)):
+            missing.append(item)
+    return missing
+
+
+def remove_stale(root: str, outputs: Sequence[str | Glob]) -> None:
+    """Delete literal output files before an attempt, so a failed one leaves none behind.
+
+    Directories and glob matches are left alone: a glob is checked by modification
+    time instead.
+    """
+    for item in outputs:
+        if isinstance(item, Glob):
+            continue
+        path = resolve(root, item)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass

@@ -1,0 +1,778 @@
+"""The engine: dedup, dependencies, the up-to-date decision, dispatch, retries.
+
+A submitted task becomes a ``Job``. Jobs waiting for their inputs or for room on their
+executor are plain data in queues; only a job whose attempt is running has a trio
+task, in the session's nursery, under a cancel scope of its own. Whoever awaits a job
+counts as one of its waiters; when the last waiter is cancelled (Ctrl-C, a failed
+sibling in ``bag``, a user's cancel scope) the job is cancelled with it, and the
+executor kills what it started before the waiter's ``Cancelled`` propagates.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import enum
+import fnmatch
+import json
+import math
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from . import _events as ev
+from ._errors import InvalidTask, MissingInput, NoSession, TaskError, TaskFailed
+from ._freshness import Decision, decide, expand, missing_outputs, remove_stale
+from ._task import Glob, Task, resolve
+from .executors._base import AttemptSpec, Executor
+from .executors.local import LocalExecutor
+
+T = TypeVar("T")
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "scriptflow_trio_session", default=None
+)
+
+# File systems stamp times with a coarse clock: a file written just after an attempt
+# started may carry a time slightly before it.
+_MTIME_SLOP_NS = 50_000_000
+_LOG_TAIL_LINES = 20
+
+
+def current_session() -> Session:
+    """The session the calling task runs in; raises NoSession outside of one."""
+    session = _current.get()
+    if session is None:
+        raise NoSession()
+    return session
+
+
+class JobState(enum.Enum):
+    BLOCKED = "blocked"  # waiting for the tasks that make its inputs
+    QUEUED = "queued"  # waiting for room on its executor
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    WOULD_RUN = "would-run"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_DONE_OK = (JobState.SUCCEEDED, JobState.SKIPPED, JobState.WOULD_RUN)
+_FINISHED = (*_DONE_OK, JobState.FAILED, JobState.CANCELLED)
+
+
+@attrs.define(eq=False, slots=True)
+class Job:
+    """The session's record of one task key in this run."""
+
+    task: Task
+    key: str
+    name: str
+    executor: Executor
+    state: JobState = JobState.BLOCKED
+    finished: trio.Event = attrs.field(factory=trio.Event)
+    waiters: int = 0
+    held: bool = False
+    blockers: int = 0
+    dependents: list[Job] | None = None
+    watchers: list[Callable[[Job], None]] | None = None
+    others: list[Task] | None = None  # other Task objects with the same key
+    scope: trio.CancelScope | None = None
+    cancel_requested: bool = False
+    error: TaskError | None = None
+    value: Any = None
+    reason: str = ""
+    attempts: int = 0
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state in _DONE_OK
+
+
+@attrs.frozen
+class SessionConfig:
+    """How a session decides and reacts; the CLI fills it from its options."""
+
+    force: tuple[str, ...] = ()
+    dry_run: bool = False
+    keep_going: bool = False
+    retry_backoff: float = 0.0  # seconds before the 2nd attempt, doubling after
+
+
+@attrs.frozen
+class SessionStatistics:
+    """Counts of this session's jobs by state."""
+
+    blocked: int
+    queued: int
+    running: int
+    succeeded: int
+    skipped: int
+    failed: int
+    cancelled: int
+
+
+class Session:
+    """Runs the tasks awaited inside it. Create it with :func:`open_session`."""
+
+    def __init__(
+        self,
+        *,
+        nursery: trio.Nursery,
+        root: str,
+        state_dir: Path,
+        executors: Sequence[Executor],
+        config: SessionConfig,
+        listeners: Sequence[ev.Listener],
+        run_id: str,
+    ) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.config = config
+        self.run_id = run_id
+        self.executors = {e.name: e for e in executors}
+        self.default_executor = executors[0]
+        self.failures: list[TaskError] = []
+        self._nursery = nursery
+        self._listeners = list(listeners)
+        self._jobs: dict[str, Job] = {}
+        self._producers: dict[str, Job] = {}
+        self._remade: set[str] = set()
+        self._queues = {name: collections.deque[Job]() for name in self.executors}
+        self._free = {name: e.capacity for name, e in self.executors.items()}
+        self._to_decide: collections.deque[Job] = collections.deque()
+        self._deciding = False
+        self._held: set[Job] = set()
+        self._held_done = trio.Event()
+        self._closing = False
+        self._flow_scope: trio.CancelScope | None = None
+        self._unawaited_error: TaskError | None = None
+        self._log_dir: Path | None = None
+        self._made_dirs: set[str] = set()
+
+    # -- public -----------------------------------------------------------------------
+
+    def add_listener(self, listener: ev.Listener) -> None:
+        self._listeners.append(listener)
+
+    async def run(self, flow: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``flow(*args, **kwargs)`` as this session's run, and wait for started tasks."""
+        name = getattr(flow, "__scriptflow_flow__", None) or getattr(
+            flow, "__name__", repr(flow)
+        ).removeprefix("flow_")
+        t0 = time.time()
+        self._emit(ev.RunStarted(self.run_id, name, t0, self.config.dry_run))
+        status = "failed"
+        try:
+            with trio.CancelScope() as self._flow_scope:
+                result = await flow(*args, **kwargs)
+                await self.wait_started()
+            if self._unawaited_error is not None:
+                raise self._unawaited_error
+            status = "succeeded"
+            return result
+        except (trio.Cancelled, KeyboardInterrupt):
+            status = "cancelled"
+            raise
+        finally:
+            self._emit(ev.RunFinished(self.run_id, status, time.time(), time.time() - t0))
+
+    async def wait_started(self) -> None:
+        """Wait until every task submitted with ``start()`` has finished."""
+        while self._held:
+            self._held_done = trio.Event()
+            await self._held_done.wait()
+
+    def statistics(self) -> SessionStatistics:
+        counts = collections.Counter(job.state for job in self._jobs.values())
+        return SessionStatistics(
+            blocked=counts[JobState.BLOCKED],
+            queued=counts[JobState.QUEUED],
+            running=counts[JobState.RUNNING],
+            succeeded=counts[JobState.SUCCEEDED],
+            skipped=counts[JobState.SKIPPED],
+            failed=counts[JobState.FAILED],
+            cancelled=counts[JobState.CANCELLED],
+        )
+
+    # -- submission -------------------------------------------------------------------
+
+    def submit(self, task: Task, *, hold: bool = False) -> Job:
+        """Register ``task`` (once per key) and start deciding it; returns its job."""
+        key = task.key
+        job = self._jobs.get(key)
+        if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+            job = self._new_job(task, key)
+        elif task is not job.task:
+            task._job = job
+            if job.ok:
+                _mark_done(task, job)
+            else:
+                job.others = [*(job.others or ()), task]
+        if hold and not job.finished.is_set() and not job.held:
+            job.held = True
+            self._held.add(job)
+        return job
+
+    def _new_job(self, task: Task, key: str) -> Job:
+        executor = self._executor_for(task)
+        if executor.cost(task.cores) > executor.capacity:
+            raise InvalidTask(
+                f"task {task.name!r} asks for {task.cores} cores, but executor "
+                f"{executor.name!r} has {executor.capacity} in all",
+                task.name,
+            )
+        if task.cwd is not None and not os.path.isdir(resolve(self.root, task.cwd)):
+            raise InvalidTask(
+                f"task {task.name!r} has cwd={task.cwd!r}, which is not a directory", task.name
+            )
+        outputs = [self._norm(o) for o in task._checked_outputs() if not isinstance(o, Glob)]
+        for path in outputs:
+            other = self._producers.get(path)
+            if other is not None and other.key != key and not other.finished.is_set():
+                raise InvalidTask(
+                    f"task {task.name!r} declares output {os.path.relpath(path, self.root)!r}, "
+                    f"which task {other.name!r} is also making right now",
+                    task.name,
+                )
+        job = Job(task=task, key=key, name=task.name, executor=executor)
+        task._job = job
+        self._jobs[key] = job
+        for path in outputs:
+            self._producers[path] = job
+        blockers = self._blockers(task)
+        if blockers:
+            job.blockers = len(blockers)
+            for producer in blockers:
+                producer.dependents = [*(producer.dependents or ()), job]
+        else:
+            self._to_decide.append(job)
+            self._decide_pending()
+        return job
+
+    def _executor_for(self, task: Task) -> Executor:
+        if task.executor is None:
+            return self.default_executor
+        try:
+            return self.executors[task.executor]
+        except KeyError:
+            names = ", ".join(sorted(self.executors))
+            raise InvalidTask(
+                f"task {task.name!r} asks for executor {task.executor!r}; "
+                f"this session has: {names}",
+                task.name,
+            ) from None
+
+    def _norm(self, path: str) -> str:
+        return os.path.normpath(resolve(self.root, path))
+
+    def _blockers(self, task: Task) -> list[Job]:
+        """The unfinished jobs that make one of ``task``'s inputs."""
+        found: dict[str, Job] = {}
+        for item in task.inputs:
+            if isinstance(item, Glob):
+                pattern = self._norm(item.pattern)
+                for path, job in self._producers.items():
+                    if not job.finished.is_set() and fnmatch.fnmatch(path, pattern):
+                        found[job.key] = job
+            else:
+                job = self._producers.get(self._norm(item))
+                if job is not None and not job.finished.is_set():
+                    found[job.key] = job
+        return list(found.values())
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def _decide_pending(self) -> None:
+        """Decide every job whose inputs are ready; iterative, so long chains don't recurse."""
+        if self._deciding:
+            return
+        self._deciding = True
+        try:
+            while self._to_decide:
+                job = self._to_decide.popleft()
+                if job.state is JobState.BLOCKED and not job.cancel_requested:
+                    self._decide(job)
+        finally:
+            self._deciding = False
+
+    def _decide(self, job: Job) -> None:
+        task = job.task
+        try:
+            inputs = self._expand_inputs(job)
+        except TaskError as exc:
+            self._finish(job, JobState.FAILED, exc)
+            return
+        if any(fnmatch.fnmatchcase(job.name, p) for p in self.config.force):
+            decision = Decision(True, "forced")
+        else:
+            decision = decide(
+                self.root, inputs, task._checked_outputs(), was_remade=self._was_remade
+            )
+        if not decision.run:
+            try:
+                job.value = self._load_result(task)
+            except OSError:
+                job.value = None
+            self._emit(ev.TaskSkipped(job.name, job.key, decision.reason, time.time()))
+            self._finish(job, JobState.SKIPPED)
+            return
+        job.reason = decision.reason
+        if self.config.dry_run:
+            self._emit(
+                ev.TaskWouldRun(job.name, job.key, decision.reason, task.command_line(), time.time())
+            )
+            self._remember_remade(task)
+            self._finish(job, JobState.WOULD_RUN)
+            return
+        job.state = JobState.QUEUED
+        self._queues[job.executor.name].append(job)
+        self._pump(job.executor)
+
+    def _was_remade(self, path: str) -> bool:
+        return self._norm(path) in self._remade
+
+    def _expand_inputs(self, job: Job) -> list[str]:
+        inputs: list[str] = []
+        for item in job.task.inputs:
+            paths = expand(self.root, item)
+            if isinstance(item, Glob):
+                if not paths:
+                    raise MissingInput(job.name, item.pattern, " (the glob matches no file)")
+            else:
+                norm = self._norm(item)
+                if norm not in self._remade and not os.path.exists(norm):
+                    producer = self._producers.get(norm)
+                    detail = ""
+                    if producer is not None and not producer.ok:
+                        detail = f": task {producer.name!r}, which makes it, {producer.state.value}"
+                    raise MissingInput(job.name, item, detail)
+            inputs.extend(paths)
+        return inputs
+
+    def _remember_remade(self, task: Task) -> None:
+        for item in task._checked_outputs():
+            for path in expand(self.root, item) if isinstance(item, Glob) else [item]:
+                self._remade.add(self._norm(path))
+
+    # -- dispatch and attempts --------------------------------------------------------
+
+    def _pump(self, executor: Executor) -> None:
+        """Start queued jobs while their executor has room, first come first served."""
+        if self._closing:
+            return
+        queue = self._queues[executor.name]
+        free = self._free[executor.name]
+        while queue:
+            job = queue[0]
+            if job.state is not JobState.QUEUED:
+                queue.popleft()
+                continue
+            cost = executor.cost(job.task.cores)
+            if cost > free:
+                break
+            queue.popleft()
+            free -= cost
+            job.state = JobState.RUNNING
+            self._nursery.start_soon(self._run_job, job, cost, name=f"scriptflow job {job.name}")
+        self._free[executor.name] = free
+
+    async def _run_job(self, job: Job, cost: int) -> None:
+        executor = job.executor
+        try:
+            with trio.CancelScope() as job.scope:
+                if job.cancel_requested:
+                    job.scope.cancel()
+                await self._attempts(job)
+        finally:
+            self._free[executor.name] += cost
+            if not job.finished.is_set():
+                self._finish(job, JobState.CANCELLED)
+            self._pump(executor)
+
+    async def _attempts(self, job: Job) -> None:
+        task = job.task
+        outputs = task._checked_outputs()
+        t_start = time.time()
+        reason, returncode, log_path = "", None, Path()
+        for attempt in range(1, task.retry + 2):
+            job.attempts = attempt
+            log_path = self._log_path(job, attempt)
+            remove_stale(self.root, outputs)
+            self._make_parent_dirs(outputs)
+            spec = AttemptSpec(
+                name=job.name,
+                key=job.key,
+                attempt=attempt,
+                cmd=task.cmd,
+                cwd=resolve(self.root, task.cwd) if task.cwd else self.root,
+                env=task.env,
+                log_path=log_path,
+                outputs=tuple(
+                    resolve(self.root, o) for o in outputs if not isinstance(o, Glob)
+                ),
+                cores=task.cores,
+                mem=task.mem,
+                timeout=task.timeout,
+                on_output=None if task.quiet else self._output_printer(job.name),
+            )
+            self._emit(
+                ev.AttemptStarted(
+                    job.name, job.key, attempt,
+                    job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
+                    task.command_line(), log_path, job.executor.name, time.time(),
+                )
+            )
+            since = time.time_ns() - _MTIME_SLOP_NS
+            t0 = time.time()
+            outcome = None
+            try:
+                with trio.move_on_after(task.timeout if task.timeout else math.inf) as deadline:
+                    outcome = await job.executor.run(spec)
+            except BaseException:
+                remove_stale(self.root, outputs)  # an interrupted attempt leaves nothing
+                raise
+            returncode = None
+            if outcome is None or deadline.cancelled_caught:
+                reason = f"timed out after {task.timeout:g} s"
+            elif outcome.error:
+                reason = outcome.error
+            else:
+                returncode = outcome.returncode
+                if returncode != 0:
+                    reason = f"exit code {returncode}"
+                else:
+                    missing = missing_outputs(self.root, outputs, since)
+                    reason = f"missing output {', '.join(missing)}" if missing else ""
+            if not reason and task.result_file is not None:
+                try:
+                    job.value = self._load_result(task)
+                except (OSError, UnicodeDecodeError) as exc:
+                    reason = f"cannot read result file {task.result_file}: {exc}"
+            # a command that cannot even start will not start on a second try either
+            could_not_start = outcome is not None and bool(outcome.error)
+            will_retry = bool(reason) and attempt <= task.retry and not could_not_start
+            now = time.time()
+            self._emit(
+                ev.AttemptFinished(
+                    job.name, job.key, attempt, not reason, returncode, reason, now, now - t0,
+                    will_retry,
+                )
+            )
+            if not reason:
+                job.duration = now - t_start
+                self._remember_remade(task)
+                self._finish(job, JobState.SUCCEEDED)
+                return
+            remove_stale(self.root, outputs)
+            if not will_retry:
+                break
+            if self.config.retry_backoff:
+                await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
+        job.duration = time.time() - t_start
+        error = TaskFailed(
+            job.name, reason, returncode=returncode, attempts=job.attempts,
+            log_path=log_path, log_tail=_tail(log_path),
+        )
+        self._finish(job, JobState.FAILED, error)
+
+    def _output_printer(self, name: str) -> Callable[[str], None]:
+        def emit(line: str) -> None:
+            self._emit(ev.OutputLine(name, line))
+
+        return emit
+
+    def _log_path(self, job: Job, attempt: int) -> Path:
+        if self._log_dir is None:
+            self._log_dir = self.state_dir / "logs" / self.run_id
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
+        return self._log_dir / f"{safe}-{job.key[:8]}.{attempt}.log"
+
+    def _make_parent_dirs(self, outputs: Iterable[str | Glob]) -> None:
+        for item in outputs:
+            if isinstance(item, Glob):
+                continue
+            parent = os.path.dirname(resolve(self.root, item))
+            if parent and parent not in self._made_dirs:
+                os.makedirs(parent, exist_ok=True)
+                self._made_dirs.add(parent)
+
+    def _load_result(self, task: Task) -> Any:
+        if task.result_file is None:
+            return None
+        with open(resolve(self.root, task.result_file), encoding="utf-8") as f:
+            text = f.read()
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text.rstrip("\n")
+
+    # -- finishing --------------------------------------------------------------------
+
+    def _finish(self, job: Job, state: JobState, error: TaskError | None = None) -> None:
+        job.state = state
+        job.error = error
+        if job.ok:
+            _mark_done(job.task, job)
+            for other in job.others or ():
+                _mark_done(other, job)
+        job.finished.set()
+        self._emit(
+            ev.TaskFinished(
+                job.name, job.key, ev.Status(state.value), job.attempts, job.duration, time.time(),
+                str(error) if error else "",
+            )
+        )
+        if error is not None:
+            self.failures.append(error)
+        for watcher in job.watchers or ():
+            watcher(job)
+        for dependent in job.dependents or ():
+            dependent.blockers -= 1
+            if dependent.blockers == 0:
+                self._to_decide.append(dependent)
+        job.dependents = None
+        self._decide_pending()
+        if job.held:
+            job.held = False
+            self._held.discard(job)
+            if not self._held:
+                self._held_done.set()
+            if error is not None and job.waiters == 0:
+                self._unawaited_failure(error)
+
+    def _unawaited_failure(self, error: TaskError) -> None:
+        """A started task failed with nobody awaiting it: fail fast, unless keep-going."""
+        if self.config.keep_going or self._unawaited_error is not None:
+            return
+        self._unawaited_error = error
+        if self._flow_scope is not None:
+            self._flow_scope.cancel()
+
+    # -- waiting ----------------------------------------------------------------------
+
+    async def wait(self, job: Job) -> None:
+        """Wait for ``job``; raise its error. Cancelling the last waiter cancels the job."""
+        if job.finished.is_set():
+            await trio.lowlevel.checkpoint()
+        else:
+            job.waiters += 1
+            try:
+                await job.finished.wait()
+            finally:
+                job.waiters -= 1
+                if not job.finished.is_set():
+                    await self._cancel_unwanted([job])
+        if job.error is not None:
+            raise job.error
+        _mark_done(job.task, job)
+
+    async def wait_all(self, jobs: Sequence[Job]) -> None:
+        """Wait for all ``jobs`` with one trio task, not one per job.
+
+        Fail-fast: the first failure cancels the jobs only this call waited for, and is
+        raised. Keep-going: every job ends first; one failure is raised as itself,
+        several as an ExceptionGroup.
+        """
+        jobs = list({id(j): j for j in jobs}.values())
+        left = sum(1 for j in jobs if not j.finished.is_set())
+        wake = trio.Event()
+        keep_going = self.config.keep_going
+
+        def watcher(job: Job) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0 or (job.error is not None and not keep_going):
+                wake.set()
+
+        if left == 0 or (not keep_going and any(j.error for j in jobs)):
+            wake.set()
+        waiting = [j for j in jobs if not j.finished.is_set()]
+        for job in waiting:
+            job.waiters += 1
+            job.watchers = [*(job.watchers or ()), watcher]
+        try:
+            await wake.wait()
+        finally:
+            for job in waiting:
+                job.waiters -= 1
+                if job.watchers is not None:
+                    job.watchers.remove(watcher)
+            await self._cancel_unwanted([j for j in waiting if not j.finished.is_set()])
+        errors = [j.error for j in jobs if j.error is not None]
+        if errors:
+            if len(errors) == 1 or not keep_going:
+                raise errors[0]
+            raise ExceptionGroup(f"{len(errors)} tasks failed", errors)
+
+    async def _cancel_unwanted(self, jobs: Sequence[Job]) -> None:
+        """Cancel the unfinished jobs that nobody waits for any more, and wait for them."""
+        doomed = [j for j in jobs if j.waiters == 0 and not j.held and not j.finished.is_set()]
+        if not doomed:
+            return
+        with trio.CancelScope(shield=True):
+            for job in doomed:
+                job.cancel_requested = True
+                if job.state in (JobState.BLOCKED, JobState.QUEUED):
+                    self._finish(job, JobState.CANCELLED)
+                elif job.scope is not None:
+                    job.scope.cancel()
+            for job in doomed:
+                await job.finished.wait()
+
+    # -- events -----------------------------------------------------------------------
+
+    def _emit(self, event: ev.Event) -> None:
+        for listener in self._listeners:
+            listener.on_event(event)
+
+
+def _mark_done(task: Task, job: Job) -> None:
+    task._done = True
+    task._value = job.value
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last lines of a log file, read from its end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+@asynccontextmanager
+async def open_session(
+    *,
+    executors: Sequence[Executor] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] = ".scriptflow",
+    config: SessionConfig | None = None,
+    listeners: Iterable[ev.Listener] = (),
+    run_id: str | None = None,
+) -> AsyncIterator[Session]:
+    """Open a session: tasks awaited inside the block run on ``executors``.
+
+    The first executor is the default (a :class:`LocalExecutor` with one slot per CPU
+    when none is given). Relative paths are relative to ``root`` (the current
+    directory by default); logs go under ``state_dir``. Leaving the block waits for
+    tasks submitted with ``start()``; an exception or cancellation kills every
+    process the session started.
+    """
+    root_dir = os.path.abspath(root if root is not None else os.getcwd())
+    state = Path(resolve(root_dir, os.fspath(state_dir)))
+    executors = list(executors) if executors else [LocalExecutor()]
+    names = [e.name for e in executors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"executor names must differ, got {names}")
+    async with AsyncExitStack() as stack:
+        for executor in executors:
+            await stack.enter_async_context(executor)
+        async with trio.open_nursery() as nursery:
+            session = Session(
+                nursery=nursery,
+                root=root_dir,
+                state_dir=state,
+                executors=executors,
+                config=config or SessionConfig(),
+                listeners=list(listeners),
+                run_id=run_id or new_run_id(),
+            )
+            token = _current.set(session)
+            try:
+                yield session
+                await session.wait_started()
+            except BaseException:
+                session._closing = True
+                raise
+            finally:
+                _current.reset(token)
+
+
+async def bag(*items: Any) -> list[Any]:
+    """Await tasks (or any awaitables) concurrently; return their results in order.
+
+    ``sf.bag(t1, t2)`` and ``sf.bag([t1, t2])`` both work. Tasks are waited for by one
+    trio task however many there are; other awaitables each get a child of a nursery.
+    Fail-fast by default: the first failure cancels the rest.
+    """
+    if len(items) == 1 and isinstance(items[0], list | tuple):
+        items = tuple(items[0])
+    if not items:
+        return []
+    if all(isinstance(item, Task) for item in items):
+        session = current_session()
+        await session.wait_all([session.submit(t) for t in items])
+        for t in items:
+            _mark_done(t, t._job)
+        return list(items)
+    return await _gather(items)
+
+
+async def _gather(items: Sequence[Any]) -> list[Any]:
+    results: list[Any] = [None] * len(items)
+    session = _current.get()
+    keep_going = session is not None and session.config.keep_going
+    errors: list[BaseException] = []
+
+    async def one(i: int, item: Any) -> None:
+        try:
+            results[i] = await item
+        except Exception as exc:
+            if not keep_going:
+                raise
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i, item in enumerate(items):
+            nursery.start_soon(one, i, item)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise ExceptionGroup(f"{len(errors)} parts of the bag failed", errors)
+    return results
+
+
+async def retry(stage: Any, attempts: int = 2, *, delay: float = 0.0) -> Any:
+    """Run ``stage`` again, as a whole, when one of its tasks fails; up to ``attempts`` runs.
+
+    ``stage`` is an async function (called anew for each run), a Task, or a list of
+    Tasks. Tasks that succeeded in an earlier run of the stage are not run again.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be 1 or more, not {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            if isinstance(stage, Task):
+                return await stage
+            if isinstance(stage, list | tuple):
+                return await bag(*stage)
+            return await stage()
+        except (TaskError, ExceptionGroup) as exc:
+            if isinstance(exc, ExceptionGroup) and exc.split(TaskError)[1] is not None:
+                raise
+            if attempt == attempts:
+                raise
+            if delay:
+                await trio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

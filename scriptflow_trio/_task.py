@@ -1,0 +1,285 @@
+"""Task: the user's description of one shell command with its input and output files.
+
+A Task is plain data until it is awaited (or started): then it is submitted to the
+current session, which decides whether it must run, runs it, and checks it. The
+keyword API is scriptflow 0.2.13's, so flows written for it run unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Generator, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._session import Job
+
+OUTPUT_GROUP_ALL = None  # the group of outputs given as a plain list or string
+
+
+@attrs.frozen
+class Glob:
+    """A glob pattern used as an input or output (``sf.glob("results/*.csv")``).
+
+    As an input it is expanded when the task is about to run; as an output it must
+    match at least one file once the task has run.
+    """
+
+    pattern: str
+
+    def __str__(self) -> str:
+        return self.pattern
+
+
+def glob(pattern: str) -> Glob:
+    """Mark ``pattern`` as a glob for ``inputs=`` or ``outputs=``."""
+    return Glob(os.fspath(pattern))
+
+
+PathLike = str | os.PathLike[str] | Glob
+
+
+def _path_item(item: Any) -> str | Glob:
+    if isinstance(item, Glob):
+        return item
+    if isinstance(item, str | os.PathLike):
+        return os.fspath(item)
+    raise TypeError(f"a file must be given as a str, a Path or sf.glob(...), not {item!r}")
+
+
+def _path_list(value: Any) -> list[str | Glob]:
+    """Normalise one file, a list of files, or tasks (whose outputs are meant)."""
+    if value is None:
+        return []
+    if isinstance(value, str | os.PathLike | Glob | Task):
+        value = [value]
+    out: list[str | Glob] = []
+    for item in value:
+        if isinstance(item, Task):
+            out.extend(item.get_outputs())
+        else:
+            out.append(_path_item(item))
+    return out
+
+
+def _outputs(value: Any) -> dict[str | None, list[str | Glob]]:
+    if isinstance(value, Mapping):
+        return {k: _path_list(v) for k, v in value.items()}
+    return {OUTPUT_GROUP_ALL: _path_list(value)}
+
+
+def _encode_path(item: str | Glob) -> Any:
+    return {"glob": item.pattern} if isinstance(item, Glob) else item
+
+
+def _frozen_after_submit(instance: Task, attribute: attrs.Attribute, value: Any) -> Any:
+    if instance._job is not None and not attribute.name.startswith("_"):
+        raise AttributeError(
+            f"task {instance.name!r} was already submitted; its {attribute.name} can no "
+            "longer change (create a new Task instead)"
+        )
+    return value
+
+
+@attrs.define(eq=False, on_setattr=[attrs.setters.convert, _frozen_after_submit])
+class Task:
+    """One command with declared inputs and outputs; ``await task`` runs it if needed.
+
+    ``cmd`` is split with shlex unless ``shell=True`` (then the string goes to the
+    shell). Relative paths are relative to the session's directory. ``retry=N``
+    allows N more attempts; ``timeout`` (seconds) kills an attempt that runs longer;
+    ``cores`` (alias ``ncore``) is what the task occupies on its executor;
+    ``result`` names a file whose content (JSON if it parses, else text) becomes
+    ``task.result`` once the task is done.
+    """
+
+    cmd: str | tuple[str, ...] = attrs.field(kw_only=True)
+    inputs: list[str | Glob] = attrs.field(kw_only=True, factory=list, converter=_path_list)
+    outputs: dict[str | None, list[str | Glob]] = attrs.field(
+        kw_only=True, factory=dict, converter=_outputs
+    )
+    name: str = attrs.field(kw_only=True, default="")
+    retry: int = attrs.field(kw_only=True, default=0, converter=int)
+    shell: bool = attrs.field(kw_only=True, default=False)
+    quiet: bool = attrs.field(kw_only=True, default=True)
+    props: dict[str, Any] = attrs.field(kw_only=True, factory=dict)
+    mem: str | int | float | None = attrs.field(kw_only=True, default=None)
+    cores: int = attrs.field(kw_only=True, default=None)
+    timeout: float | None = attrs.field(kw_only=True, default=None)
+    env: dict[str, str] | None = attrs.field(kw_only=True, default=None)
+    cwd: str | None = attrs.field(
+        kw_only=True, default=None, converter=attrs.converters.optional(os.fspath)
+    )
+    executor: str | None = attrs.field(kw_only=True, default=None)
+    result_file: str | None = attrs.field(
+        kw_only=True, default=None, alias="result", converter=attrs.converters.optional(os.fspath)
+    )
+    ncore: int | str | None = attrs.field(kw_only=True, default=None, repr=False)
+    _job: Job | None = attrs.field(init=False, default=None, repr=False)
+    _value: Any = attrs.field(init=False, default=None, repr=False)
+    _done: bool = attrs.field(init=False, default=False, repr=False)
+    _key: str = attrs.field(init=False, default="", repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.cores is None:
+            self.cores = int(self.ncore) if self.ncore is not None else 1
+        if isinstance(self.cmd, str):
+            if not self.shell:
+                self.cmd = tuple(shlex.split(self.cmd))
+        elif isinstance(self.cmd, Iterable):
+            self.cmd = tuple(os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in self.cmd)
+            if self.shell:
+                self.cmd = shlex.join(self.cmd)
+        else:
+            raise TypeError(f"cmd must be a string or a list of arguments, not {self.cmd!r}")
+        if not self.cmd:
+            raise ValueError("cmd is empty: a task needs a command to run")
+        if self.retry < 0:
+            raise ValueError(f"retry must be 0 or more, not {self.retry}")
+        if self.cores < 1:
+            raise ValueError(f"cores must be 1 or more, not {self.cores}")
+        if not self.name:
+            self.name = self._default_name()
+
+    # -- identity ---------------------------------------------------------------------
+
+    def _default_name(self) -> str:
+        outputs = self.get_outputs()
+        if outputs:
+            return str(outputs[0])
+        text = self.command_line()
+        return text if len(text) <= 48 else text[:45] + "..."
+
+    @property
+    def key(self) -> str:
+        """Canonical hash of what the task does: command, files, cwd and env.
+
+        Computed from a JSON encoding, so ``["ab", "c"]`` and ``["a", "bc"]`` differ.
+        """
+        if self._key:
+            return self._key
+        encoded = json.dumps(
+            [
+                self.cmd if isinstance(self.cmd, str) else list(self.cmd),
+                self.shell,
+                [_encode_path(i) for i in self.inputs],
+                [[g, [_encode_path(o) for o in outs]] for g, outs in self.outputs.items()],
+                self.cwd,
+                self.result_file,
+                sorted(self.env.items()) if self.env else None,
+            ],
+            separators=(",", ":"),
+        )
+        key = hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
+        if self._job is not None:
+            self._key = key  # frozen from now on
+        return key
+
+    def command_line(self) -> str:
+        """The command as one line a person can read (and paste into a shell)."""
+        return self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
+
+    # -- awaiting ---------------------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, Task]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Task:
+        from ._session import current_session
+
+        session = current_session()
+        await session.wait(session.submit(self))
+        return self
+
+    def start(self) -> Task:
+        """Submit the task now and await it later; the session finishes it regardless."""
+        from ._session import current_session
+
+        current_session().submit(self, hold=True)
+        return self
+
+    def schedule(self) -> Task:
+        """scriptflow's name for :meth:`start`."""
+        return self.start()
+
+    @property
+    def done(self) -> bool:
+        """True once the task succeeded or was found up to date."""
+        return self._done
+
+    @property
+    def result(self) -> Any:
+        """The content of the ``result`` file once the task is done.
+
+        Before that, ``task.result("file")`` sets the result file, as in scriptflow.
+        """
+        if self._done:
+            return self._value
+        return self._set_result_file
+
+    def _set_result_file(self, path: str | os.PathLike[str]) -> Task:
+        self.result_file = os.fspath(path)
+        return self
+
+    # -- scriptflow 0.2.13 helpers ----------------------------------------------------
+
+    @property
+    def uid(self) -> str:
+        return self.name
+
+    @property
+    def deps(self) -> list[str | Glob]:
+        return self.inputs
+
+    @property
+    def hash(self) -> str:
+        return self.key
+
+    def get_command(self) -> str | list[str]:
+        return self.cmd if isinstance(self.cmd, str) else list(self.cmd)
+
+    def get_outputs(self) -> list[str | Glob]:
+        """All outputs, every group, in order."""
+        return [o for outs in self.outputs.values() for o in outs]
+
+    def _checked_outputs(self) -> list[str | Glob]:
+        """The outputs the engine checks: the declared ones and the result file."""
+        outputs = self.get_outputs()
+        if self.result_file is not None and self.result_file not in outputs:
+            outputs.append(self.result_file)
+        return outputs
+
+    def get_output_group(self, group: str | None) -> list[str | Glob]:
+        return self.outputs[group]
+
+    def output(self, outputs: Any) -> Task:
+        self.outputs = outputs
+        return self
+
+    def input(self, inputs: Any) -> Task:
+        return self.add_deps(inputs)
+
+    def add_deps(self, deps: Any) -> Task:
+        self.inputs = [*self.inputs, *_path_list(deps)]
+        return self
+
+    def set_retry(self, retry: int) -> Task:
+        self.retry = retry
+        return self
+
+    def set_prop(self, name: str, value: Any) -> None:
+        self.props[name] = value
+
+    def get_prop(self, name: str) -> Any:
+        return self.props[name]
+
+
+def resolve(root: str, path: str) -> str:
+    """``path`` relative to the session directory ``root``."""
+    return path if os.path.isabs(path) else os.path.join(root, path)

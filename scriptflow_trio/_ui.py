@@ -1,0 +1,246 @@
+"""The terminal: a live rich view, or plain timestamped lines. The only module using rich.
+
+``TerminalView`` is an event listener: ``on_event`` only updates counters and buffers
+lines, and ``run()`` (a trio task) draws at a bounded rate, so a flow of thousands of
+tasks costs the engine a method call per event, not a redraw.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TextIO
+
+import trio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from . import _events as ev
+
+_MAX_RUNNING_SHOWN = 8
+_MAX_SKIPS_SHOWN = 5
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class TerminalView:
+    """Shows a run: a live view on a terminal, plain lines otherwise (``plain=True``).
+
+    ``quiet`` keeps only failures and the summary; ``verbose`` adds commands, skipped
+    tasks one by one, and finished tasks.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        plain: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        refresh_interval: float = 0.1,
+    ) -> None:
+        self.console = console
+        self.plain = plain
+        self.quiet = quiet
+        self.verbose = verbose
+        self.refresh_interval = refresh_interval
+        self.counts = {s: 0 for s in ev.Status}
+        self.retried = 0
+        self.running: dict[tuple[str, int], tuple[str, float]] = {}
+        self.finished: list[ev.TaskFinished] = []
+        self.flow = ""
+        self.run_id = ""
+        self.started = time.time()
+        self.ended: float | None = None
+        self.run_status = ""
+        self._lines: list[tuple[str, str]] = []  # (markup, plain text)
+        self._skips: list[ev.TaskSkipped] = []
+        self._dirty = trio.Event()
+        self._out: TextIO = console.file
+
+    # -- events -----------------------------------------------------------------------
+
+    def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.AttemptStarted):
+            self.running[(event.key, event.attempt)] = (event.name, event.time)
+            if not self.quiet:
+                what = f" (retry {event.attempt - 1})" if event.attempt > 1 else ""
+                why = f" - {event.reason}" if event.attempt == 1 and event.reason else ""
+                self._line(event.time, "start", "cyan", f"{event.name}{what}{why}")
+                if self.verbose:
+                    self._line(event.time, "cmd", "dim", event.command)
+        elif isinstance(event, ev.AttemptFinished):
+            self.running.pop((event.key, event.attempt), None)
+            if not event.ok and event.will_retry:
+                self.retried += 1
+                if not self.quiet:
+                    self._line(
+                        event.time, "retry", "yellow",
+                        f"{event.name} attempt {event.attempt} failed: {event.reason}",
+                    )
+        elif isinstance(event, ev.TaskFinished):
+            self.counts[event.status] += 1
+            if event.status is not ev.Status.SKIPPED:
+                self.finished.append(event)
+            if event.status is ev.Status.FAILED:
+                self._line(event.time, "FAILED", "bold red", event.error or event.name)
+            elif event.status is ev.Status.SUCCEEDED and self.verbose:
+                self._line(event.time, "done", "green", f"{event.name} in {_duration(event.duration)}")
+            elif event.status is ev.Status.CANCELLED and not self.quiet:
+                self._line(event.time, "stopped", "magenta", event.name)
+        elif isinstance(event, ev.TaskSkipped):
+            if not self.quiet:
+                if self.plain or self.verbose:
+                    self._line(event.time, "skip", "dim", f"{event.name} ({event.reason})")
+                else:
+                    self._skips.append(event)
+        elif isinstance(event, ev.TaskWouldRun):
+            self._line(event.time, "would run", "yellow", f"{event.name} - {event.reason}")
+            self._line(event.time, "cmd", "dim", event.command)
+        elif isinstance(event, ev.OutputLine):
+            self._lines.append((f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}",
+                                f"[{event.name}] {event.line}"))
+        elif isinstance(event, ev.RunStarted):
+            self.flow, self.run_id, self.started = event.flow, event.run_id, event.time
+            if not self.quiet:
+                dry = " (dry run: nothing runs)" if event.dry_run else ""
+                self._line(event.time, "run", "bold", f"{event.flow} [{event.run_id}]{dry}")
+        elif isinstance(event, ev.RunFinished):
+            self.ended, self.run_status = event.time, event.status
+        self._dirty.set()
+
+    def _line(self, t: float, tag: str, style: str, text: str) -> None:
+        self._lines.append(
+            (f"[dim]{_clock(t)}[/] [{style}]{tag:<7}[/] {escape(text)}", f"{_clock(t)} {tag:<7} {text}")
+        )
+
+    # -- drawing ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Draw until cancelled; then draw once more and leave the last lines on screen."""
+        if self.plain:
+            try:
+                while True:
+                    await self._wait_for_change()
+                    self._flush_plain()
+                    await trio.sleep(self.refresh_interval)
+            finally:
+                self._flush_plain()
+        with Live(console=self.console, auto_refresh=False, transient=True) as live:
+            try:
+                while True:
+                    await self._wait_for_change()
+                    self._flush_live(live)
+                    await trio.sleep(self.refresh_interval)
+            finally:
+                self._flush_live(live)
+                live.update(Text(""), refresh=True)
+
+    async def _wait_for_change(self) -> None:
+        # running tasks show their elapsed time, which changes without an event
+        with trio.move_on_after(1.0 if self.running else math.inf):
+            await self._dirty.wait()
+        self._dirty = trio.Event()
+
+    def _flush_plain(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines:
+            self._out.write("".join(plain + "\n" for _, plain in lines))
+            self._out.flush()
+
+    def _flush_live(self, live: Live) -> None:
+        lines, self._lines = self._lines, []
+        skips, self._skips = self._skips, []
+        markup = [m for m, _ in lines]
+        if skips:
+            shown = skips[:_MAX_SKIPS_SHOWN]
+            markup += [
+                f"[dim]{_clock(s.time)} skip    {escape(s.name)} ({escape(s.reason)})[/]" for s in shown
+            ]
+            if len(skips) > len(shown):
+                markup.append(f"[dim]{_clock(skips[-1].time)} skip    ... and "
+                              f"{len(skips) - len(shown)} more up to date[/]")
+        if markup:
+            live.console.print(Text.from_markup("\n".join(markup)), soft_wrap=True)
+        live.update(self._status(), refresh=True)
+
+    def _status(self) -> Group:
+        now = time.time()
+        c = self.counts
+        head = Text.from_markup(
+            f"[bold]{escape(self.flow)}[/] {_duration(now - self.started)}  "
+            f"[cyan]running {len(self.running)}[/] · [green]done {c[ev.Status.SUCCEEDED]}[/] · "
+            f"skipped {c[ev.Status.SKIPPED]} · [red]failed {c[ev.Status.FAILED]}[/] · "
+            f"[yellow]retried {self.retried}[/]"
+        )
+        rows = sorted(self.running.values(), key=lambda r: r[1])
+        table = Table.grid(padding=(0, 2))
+        for name, start in rows[:_MAX_RUNNING_SHOWN]:
+            table.add_row(f"  [cyan]{escape(name)}[/]", _duration(now - start))
+        if len(rows) > _MAX_RUNNING_SHOWN:
+            table.add_row(f"  ... and {len(rows) - _MAX_RUNNING_SHOWN} more", "")
+        return Group(head, table)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def print_summary(self, failures: list[str]) -> None:
+        """The closing summary: counts, the busiest tasks, and every failure."""
+        c = self.counts
+        elapsed = (self.ended or time.time()) - self.started
+        status = self.run_status or "ended"
+        style = {"succeeded": "green", "failed": "red", "cancelled": "magenta"}.get(status, "")
+        parts = [
+            f"ran {c[ev.Status.SUCCEEDED] + c[ev.Status.FAILED]}",
+            f"skipped {c[ev.Status.SKIPPED]}",
+            f"failed {c[ev.Status.FAILED]}",
+        ]
+        if self.retried:
+            parts.append(f"retried {self.retried}")
+        if c[ev.Status.CANCELLED]:
+            parts.append(f"interrupted {c[ev.Status.CANCELLED]}")
+        if c[ev.Status.WOULD_RUN]:
+            parts.append(f"would run {c[ev.Status.WOULD_RUN]}")
+        ran = [f for f in self.finished if f.status in (ev.Status.SUCCEEDED, ev.Status.FAILED)]
+        busiest = sorted(ran, key=lambda f: f.duration, reverse=True)[:5]
+        interrupted = [f.name for f in self.finished if f.status is ev.Status.CANCELLED]
+        if self.plain:
+            out = [f"{_clock(time.time())} {status:<7} {self.flow} in {_duration(elapsed)}: "
+                   + ", ".join(parts)]
+            if busiest and not self.quiet:
+                out.append("busiest: " + ", ".join(f"{f.name} {_duration(f.duration)}" for f in busiest))
+            if interrupted:
+                out.append("interrupted: " + ", ".join(interrupted))
+            out += failures
+            self._out.write("\n".join(out) + "\n")
+            self._out.flush()
+            return
+        self.console.print(
+            Text.from_markup(f"[bold {style}]{status}[/] {escape(self.flow)} in "
+                             f"{_duration(elapsed)}: " + escape(", ".join(parts)))
+        )
+        if busiest and not self.quiet:
+            table = Table(title="busiest tasks", title_justify="left", box=None, padding=(0, 2))
+            table.add_column("task")
+            table.add_column("time", justify="right")
+            table.add_column("attempts", justify="right")
+            table.add_column("status")
+            for f in busiest:
+                table.add_row(escape(f.name), _duration(f.duration), str(f.attempts), f.status.value)
+            self.console.print(table)
+        if interrupted:
+            self.console.print(Text("interrupted: " + ", ".join(interrupted), style="magenta"))
+        for failure in failures:
+            self.console.print(Text(failure, style="red"))

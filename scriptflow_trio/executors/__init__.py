@@ -1,0 +1,1 @@
+"""Executors: where attempts run. The public names are re-exported by the package."""

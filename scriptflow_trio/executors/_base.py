@@ -1,0 +1,88 @@
+"""The executor interface: what the session hands an executor, and what it gets back.
+
+An executor is an async context manager that owns whatever background work it
+needs (a cluster poller, a worker pool) and whose ``run(spec)`` is awaited inside the
+caller's cancel scope: when that scope is cancelled, ``run`` must stop the attempt
+(kill the process, cancel the job) before it lets ``Cancelled`` propagate. Executors
+know nothing of the store, the flow or the terminal.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import attrs
+
+
+@attrs.frozen
+class AttemptSpec:
+    """Everything an executor needs to run one attempt of one task."""
+
+    name: str
+    key: str
+    attempt: int
+    cmd: str | tuple[str, ...]  # a str goes to the shell
+    cwd: str
+    env: dict[str, str] | None  # added to the engine's environment
+    log_path: Path
+    outputs: tuple[str, ...] = ()  # absolute paths of the literal outputs
+    cores: int = 1
+    mem: str | int | float | None = None
+    timeout: float | None = None
+    # Called with each line of output when the task is not quiet; None when it is.
+    on_output: Callable[[str], None] | None = None
+
+    @property
+    def shell(self) -> bool:
+        return isinstance(self.cmd, str)
+
+
+@attrs.frozen
+class Outcome:
+    """How an attempt ended, as far as the executor can tell.
+
+    ``error`` is set when the command could not be started at all (not found, not
+    executable); then ``returncode`` is None.
+    """
+
+    returncode: int | None
+    started: float
+    ended: float
+    host: str = ""
+    job_id: str = ""
+    error: str = ""
+
+
+class Executor(abc.ABC):
+    """One place attempts can run: local processes, a cluster, a Dask cluster."""
+
+    #: the name tasks use to pick this executor (``Task(executor="local")``)
+    name: str = "executor"
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """How many units (cores, or jobs for a cluster) may be busy at once."""
+
+    def cost(self, spec_cores: int) -> int:
+        """How many units of ``capacity`` an attempt asking ``spec_cores`` occupies."""
+        return spec_cores
+
+    @abc.abstractmethod
+    async def run(self, spec: AttemptSpec) -> Outcome:
+        """Run one attempt to its end; on cancellation, stop it before returning."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

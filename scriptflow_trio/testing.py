@@ -1,0 +1,75 @@
+"""A fake executor for testing flows without starting processes.
+
+``FakeExecutor`` takes the place of a real executor: each attempt waits ``duration``
+seconds of trio time (so ``trio.testing.MockClock`` makes it instant), asks
+``behaviour(spec)`` for an exit code, and on success writes every literal output.
+It records what it ran, so a test can assert on it::
+
+    fake = FakeExecutor(slots=2, duration=1.0)
+    async with sf.open_session(executors=[fake]) as session:
+        await session.run(flow_sleepit)
+    assert [s.name for s in fake.runs] == ["solve-1", "solve-2", "final"]
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import trio
+
+from .executors._base import AttemptSpec, Executor, Outcome
+
+
+class FakeExecutor(Executor):
+    """Pretends to run attempts; see the module docstring."""
+
+    def __init__(
+        self,
+        slots: int = 4,
+        *,
+        name: str = "local",
+        duration: float = 0.0,
+        behaviour: Callable[[AttemptSpec], int] | None = None,
+        write_outputs: bool = True,
+    ) -> None:
+        self.slots = slots
+        self.name = name
+        self.duration = duration
+        self.behaviour = behaviour
+        self.write_outputs = write_outputs
+        self.runs: list[AttemptSpec] = []
+        self.cancelled: list[AttemptSpec] = []
+        self.running = 0
+        self.max_running = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.slots
+
+    async def run(self, spec: AttemptSpec) -> Outcome:
+        self.runs.append(spec)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        started = time.time()
+        try:
+            if self.duration:
+                await trio.sleep(self.duration)
+            else:
+                await trio.lowlevel.checkpoint()
+            returncode = self.behaviour(spec) if self.behaviour is not None else 0
+        except trio.Cancelled:
+            self.cancelled.append(spec)
+            raise
+        finally:
+            self.running -= 1
+        with open(spec.log_path, "w") as log:
+            log.write(f"fake run of {spec.cmd!r}: exit {returncode}\n")
+        if returncode == 0 and self.write_outputs:
+            for path in spec.outputs:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                with open(path, "w") as f:
+                    f.write("fake\n")
+        return Outcome(returncode, started, time.time(), socket.gethostname(), job_id="fake")
