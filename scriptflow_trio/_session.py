@@ -209,20 +209,49 @@ class Session:
 
     def submit(self, task: Task, *, hold: bool = False) -> Job:
         """Register ``task`` (once per key) and start deciding it; returns its job."""
-        key = task.key
-        job = self._jobs.get(key)
-        if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
-            job = self._new_job(task, key)
-        elif task is not job.task:
-            task._job = job
-            if job.ok:
-                _mark_done(task, job)
+        return self.submit_many([task], hold=hold)[0]
+
+    def submit_many(self, tasks: Sequence[Task], *, hold: bool = False) -> list[Job]:
+        """Register all ``tasks`` first, then link and decide them.
+
+        A bag may list a task before the one that makes its input: registering every
+        output before looking for producers lets the first wait for the second.
+        """
+        jobs: list[Job] = []
+        new: list[Job] = []
+        try:
+            for task in tasks:
+                key = task.key
+                job = self._jobs.get(key)
+                if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+                    job = self._new_job(task, key)
+                    new.append(job)
+                elif task is not job.task:
+                    task._job = job
+                    if job.ok:
+                        _mark_done(task, job)
+                    else:
+                        job.others = [*(job.others or ()), task]
+                jobs.append(job)
+        except BaseException:
+            for job in new:  # nobody will wait for these
+                self._finish(job, JobState.CANCELLED)
+            raise
+        for job in new:
+            blockers = self._blockers(job)
+            if blockers:
+                job.blockers = len(blockers)
+                for producer in blockers:
+                    producer.dependents = [*(producer.dependents or ()), job]
             else:
-                job.others = [*(job.others or ()), task]
-        if hold and not job.finished.is_set() and not job.held:
-            job.held = True
-            self._held.add(job)
-        return job
+                self._to_decide.append(job)
+        if hold:
+            for job in jobs:
+                if not job.finished.is_set() and not job.held:
+                    job.held = True
+                    self._held.add(job)
+        self._decide_pending()
+        return jobs
 
     def _new_job(self, task: Task, key: str) -> Job:
         executor = self._executor_for(task)
@@ -250,14 +279,6 @@ class Session:
         self._jobs[key] = job
         for path in outputs:
             self._producers[path] = job
-        blockers = self._blockers(task)
-        if blockers:
-            job.blockers = len(blockers)
-            for producer in blockers:
-                producer.dependents = [*(producer.dependents or ()), job]
-        else:
-            self._to_decide.append(job)
-            self._decide_pending()
         return job
 
     def _executor_for(self, task: Task) -> Executor:
@@ -276,19 +297,20 @@ class Session:
     def _norm(self, path: str) -> str:
         return os.path.normpath(resolve(self.root, path))
 
-    def _blockers(self, task: Task) -> list[Job]:
-        """The unfinished jobs that make one of ``task``'s inputs."""
+    def _blockers(self, job: Job) -> list[Job]:
+        """The unfinished jobs that make one of ``job``'s inputs."""
         found: dict[str, Job] = {}
-        for item in task.inputs:
+        for item in job.task.inputs:
             if isinstance(item, Glob):
                 pattern = self._norm(item.pattern)
-                for path, job in self._producers.items():
-                    if not job.finished.is_set() and fnmatch.fnmatch(path, pattern):
-                        found[job.key] = job
+                for path, producer in self._producers.items():
+                    if not producer.finished.is_set() and fnmatch.fnmatch(path, pattern):
+                        found[producer.key] = producer
             else:
-                job = self._producers.get(self._norm(item))
-                if job is not None and not job.finished.is_set():
-                    found[job.key] = job
+                producer = self._producers.get(self._norm(item))
+                if producer is not None and not producer.finished.is_set():
+                    found[producer.key] = producer
+        found.pop(job.key, None)
         return list(found.values())
 
     # -- deciding ---------------------------------------------------------------------
@@ -403,7 +425,7 @@ class Session:
     async def _attempts(self, job: Job) -> None:
         task = job.task
         outputs = task._checked_outputs()
-        t_start = time.time()
+        t_start = trio.current_time()  # durations on trio's clock: monotonic, and virtual in tests
         reason, returncode, log_path = "", None, Path()
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
@@ -434,7 +456,7 @@ class Session:
                 )
             )
             since = time.time_ns() - _MTIME_SLOP_NS
-            t0 = time.time()
+            t0 = trio.current_time()
             outcome = None
             try:
                 with trio.move_on_after(task.timeout if task.timeout else math.inf) as deadline:
@@ -462,10 +484,10 @@ class Session:
             # a command that cannot even start will not start on a second try either
             could_not_start = outcome is not None and bool(outcome.error)
             will_retry = bool(reason) and attempt <= task.retry and not could_not_start
-            now = time.time()
+            now = trio.current_time()
             self._emit(
                 ev.AttemptFinished(
-                    job.name, job.key, attempt, not reason, returncode, reason, now, now - t0,
+                    job.name, job.key, attempt, not reason, returncode, reason, time.time(), now - t0,
                     will_retry,
                 )
             )
@@ -479,7 +501,7 @@ class Session:
                 break
             if self.config.retry_backoff:
                 await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
-        job.duration = time.time() - t_start
+        job.duration = trio.current_time() - t_start
         error = TaskFailed(
             job.name, reason, returncode=returncode, attempts=job.attempts,
             log_path=log_path, log_tail=_tail(log_path),
@@ -722,7 +744,7 @@ async def bag(*items: Any) -> list[Any]:
         return []
     if all(isinstance(item, Task) for item in items):
         session = current_session()
-        await session.wait_all([session.submit(t) for t in items])
+        await session.wait_all(session.submit_many(items))
         for t in items:
             _mark_done(t, t._job)
         return list(items)
