@@ -120,7 +120,7 @@ def prepare_make(workdir: Path, n: int) -> None:
 
 
 def prepare_scriptflow(workdir: Path, n: int) -> None:
-    init = f'sf.init({{"executors": {{"local": {{"maxsize": {SLOTS}}}}}}})\n'
+    init = f'sf.init({{"executors": {{"local": {{"maxsize": {SLOTS}}}}}, "debug": False}})\n'
     (workdir / "sflow.py").write_text(flows_source("scriptflow", n, init))
 
 

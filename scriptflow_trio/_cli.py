@@ -154,10 +154,10 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Na
                             await session.run(fn, **kwargs)
                         finally:
                             failures = session.failures
-                except BaseException as exc:  # rendered below; Cancelled only from our scope
-                    if isinstance(exc, trio.Cancelled):
-                        raise
+                except BaseException as exc:  # rendered below
                     errors.append(exc)
+                    if not _leaves([exc]):  # only our own scope's cancellation
+                        raise
             nursery.cancel_scope.cancel()
     view.print_summary([_describe_failure(f, args.verbose) for f in failures])
     reported = {id(f) for f in failures}
@@ -166,15 +166,16 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Na
             _print_error(console, exc, verbose=args.verbose)
     if received:
         return _SIGNAL_EXIT.get(received[0], 130)
-    return EXIT_FAILED if (errors or failures) else EXIT_OK
+    return EXIT_FAILED if (_leaves(errors) or failures) else EXIT_OK
 
 
 def _leaves(errors: list[BaseException]) -> list[BaseException]:
+    """The errors inside (nested) exception groups, less trio's cancellations."""
     out: list[BaseException] = []
     for exc in errors:
         if isinstance(exc, BaseExceptionGroup):
             out += _leaves(list(exc.exceptions))
-        else:
+        elif not isinstance(exc, trio.Cancelled):
             out.append(exc)
     return out
 

@@ -1,0 +1,154 @@
+"""The local executor with real processes, on the real clock."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import scriptflow_trio as sf
+from scriptflow_trio import _events as ev
+
+PY = sys.executable
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_for_files(*paths: str, limit: float = 10) -> list[int]:
+    with trio.fail_after(limit):
+        while not all(Path(p).exists() and Path(p).read_text().strip() for p in paths):
+            await trio.sleep(0.05)
+    return [int(Path(p).read_text()) for p in paths]
+
+
+async def wait_gone(pids: list[int], limit: float = 5) -> None:
+    with trio.fail_after(limit):
+        while any(alive(p) for p in pids):
+            await trio.sleep(0.05)
+
+
+# A shell task whose grandchild (a background sleep) would outlive a plain kill.
+def sleeper(tag: str) -> sf.Task:
+    return sf.Task(
+        cmd=f"sleep 60 & echo $! > {tag}.child; echo $$ > {tag}.sh; wait",
+        shell=True, outputs=f"{tag}.out", name=tag,
+    )
+
+
+async def test_solve_tasks_overlap_in_time(workdir):
+    def solve(i: int) -> sf.Task:
+        code = (f"import time; a = time.time(); time.sleep(0.5); "
+                f"open('t{i}.txt', 'w').write(f'{{a}} {{time.time()}}')")
+        return sf.Task(cmd=[PY, "-c", code], outputs=f"t{i}.txt")
+
+    async with sf.open_session(executors=[sf.LocalExecutor(slots=2)]):
+        await sf.bag(solve(1), solve(2))
+    (a1, b1), (a2, b2) = (map(float, Path(f"t{i}.txt").read_text().split()) for i in (1, 2))
+    assert a1 < b2 and a2 < b1
+
+
+async def test_cancelling_the_callers_scope_kills_the_whole_process_tree(workdir):
+    with trio.fail_after(15):
+        async with sf.open_session(executors=[sf.LocalExecutor(slots=2, grace=1)]):
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sf.bag, sleeper("a"), sleeper("b"))
+                    pids = await wait_for_files("a.child", "a.sh", "b.child", "b.sh")
+                    assert all(alive(p) for p in pids)
+                    scope.cancel()
+        await wait_gone(pids)
+    assert not Path("a.out").exists()
+
+
+async def test_fail_fast_kills_sibling_processes(workdir):
+    async with sf.open_session(executors=[sf.LocalExecutor(slots=3, grace=1)]):
+        async def fail_later():
+            await wait_for_files("a.child", "b.child")
+            await sf.Task(cmd="exit 3", shell=True, name="bad")
+
+        with trio.fail_after(15), pytest.raises(ExceptionGroup) as info:
+            await sf.bag(sleeper("a"), sleeper("b"), fail_later())
+        assert info.group_contains(sf.TaskFailed, match="exit code 3")
+        pids = [int(Path(f"{t}.{k}").read_text()) for t in "ab" for k in ("child", "sh")]
+        await wait_gone(pids)
+
+
+async def test_timeout_kills_a_real_process(workdir):
+    rec = []
+
+    class Listener:
+        def on_event(self, event):
+            rec.append(event)
+
+    async with sf.open_session(executors=[sf.LocalExecutor()], listeners=[Listener()]):
+        with trio.fail_after(10), pytest.raises(sf.TaskFailed, match="timed out after 0.5 s"):
+            await sf.Task(
+                cmd="sleep 30 & echo $! > t.child; wait", shell=True, timeout=0.5, name="slow"
+            )
+    await wait_gone([int(Path("t.child").read_text())])
+
+
+async def test_output_goes_to_the_log_and_to_the_terminal_when_not_quiet(workdir):
+    lines = []
+
+    class Listener:
+        def on_event(self, event):
+            if isinstance(event, ev.OutputLine):
+                lines.append((event.name, event.line))
+
+    code = "import sys; print('to out'); print('to err', file=sys.stderr)"
+    async with sf.open_session(executors=[sf.LocalExecutor()], listeners=[Listener()]):
+        loud = sf.Task(cmd=[PY, "-c", code], name="loud", quiet=False)
+        hush = sf.Task(cmd=[PY, "-c", code + "; 1"], name="hush")
+        await sf.bag(loud, hush)
+    assert sorted(lines) == [("loud", "to err"), ("loud", "to out")]
+    logs = sorted(Path(".scriptflow/logs").rglob("*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert "to out" in log.read_text() and "to err" in log.read_text()
+
+
+async def test_command_not_found_is_named_and_not_retried(workdir):
+    async with sf.open_session(executors=[sf.LocalExecutor()]):
+        with pytest.raises(sf.TaskFailed, match="command not found: 'no-such-program-xyz'") as info:
+            await sf.Task(cmd="no-such-program-xyz --flag", retry=2)
+    assert info.value.attempts == 1
+
+
+async def test_env_and_cwd_are_honoured(workdir):
+    os.mkdir("sub")
+    code = "import os; open('where.txt', 'w').write(os.getcwd() + ' ' + os.environ['SF_X'])"
+    async with sf.open_session(executors=[sf.LocalExecutor()]):
+        await sf.Task(cmd=[PY, "-c", code], cwd="sub", env={"SF_X": "42"},
+                      outputs="sub/where.txt")
+    where, x = Path("sub/where.txt").read_text().split()
+    assert Path(where).resolve() == (workdir / "sub").resolve() and x == "42"
+
+
+async def test_a_failed_attempt_leaves_no_output_to_trust(workdir):
+    write_then_fail = "echo half > out.txt; exit 1"
+    async with sf.open_session(executors=[sf.LocalExecutor()]):
+        with pytest.raises(sf.TaskFailed):
+            await sf.Task(cmd=write_then_fail, shell=True, outputs="out.txt")
+    assert not Path("out.txt").exists()
+
+
+async def test_stale_output_is_removed_before_the_attempt(workdir):
+    Path("in.txt").write_text("1")
+    Path("out.txt").write_text("old")
+    future = os.stat("out.txt").st_mtime + 100
+    os.utime("in.txt", (future, future))
+    # the command "succeeds" without writing: the old output must not pass the check
+    async with sf.open_session(executors=[sf.LocalExecutor()]):
+        with pytest.raises(sf.TaskFailed, match="missing output out.txt"):
+            await sf.Task(cmd="true", inputs="in.txt", outputs="out.txt")
