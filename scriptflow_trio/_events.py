@@ -33,6 +33,14 @@ class RunStarted:
 
 
 @attrs.frozen
+class TasksSubmitted:
+    """``count`` new tasks entered the session (one event per ``await`` or ``bag``)."""
+
+    count: int
+    time: float
+
+
+@attrs.frozen
 class TaskSkipped:
     name: str
     key: str
@@ -105,6 +113,7 @@ class RunFinished:
 
 Event = (
     RunStarted
+    | TasksSubmitted
     | TaskSkipped
     | TaskWouldRun
     | AttemptStarted

@@ -237,6 +237,8 @@ class Session:
             for job in new:  # nobody will wait for these
                 self._finish(job, JobState.CANCELLED)
             raise
+        if new:
+            self._emit(ev.TasksSubmitted(len(new), time.time()))
         for job in new:
             blockers = self._blockers(job)
             if blockers:

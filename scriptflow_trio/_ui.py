@@ -59,6 +59,7 @@ class TerminalView:
         self.refresh_interval = refresh_interval
         self.counts = {s: 0 for s in ev.Status}
         self.retried = 0
+        self.submitted = 0
         self.running: dict[tuple[str, int], tuple[str, float]] = {}
         self.finished: list[ev.TaskFinished] = []
         self.flow = ""
@@ -74,7 +75,9 @@ class TerminalView:
     # -- events -----------------------------------------------------------------------
 
     def on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.AttemptStarted):
+        if isinstance(event, ev.TasksSubmitted):
+            self.submitted += event.count
+        elif isinstance(event, ev.AttemptStarted):
             self.running[(event.key, event.attempt)] = (event.name, event.time)
             if not self.quiet:
                 what = f" (retry {event.attempt - 1})" if event.attempt > 1 else ""
@@ -180,8 +183,10 @@ class TerminalView:
     def _status(self) -> Group:
         now = time.time()
         c = self.counts
+        queued = self.submitted - sum(c.values()) - len(self.running)
         head = Text.from_markup(
             f"[bold]{escape(self.flow)}[/] {_duration(now - self.started)}  "
+            f"queued {max(queued, 0)} · "
             f"[cyan]running {len(self.running)}[/] · [green]done {c[ev.Status.SUCCEEDED]}[/] · "
             f"skipped {c[ev.Status.SKIPPED]} · [red]failed {c[ev.Status.FAILED]}[/] · "
             f"[yellow]retried {self.retried}[/]"

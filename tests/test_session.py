@@ -347,7 +347,7 @@ async def test_events_tell_the_whole_story(workdir, autojump_clock):
     async with sf.open_session(executors=[fake], listeners=[rec]) as session:
         await session.run(flow_one)
     kinds = [type(e).__name__ for e in rec.events]
-    assert kinds == ["RunStarted", "AttemptStarted", "AttemptFinished", "TaskFinished",
+    assert kinds == ["RunStarted", "TasksSubmitted", "AttemptStarted", "AttemptFinished", "TaskFinished",
                      "RunFinished"]
     assert rec.events[0].flow == "one"
     assert rec.events[-1].status == "succeeded"
