@@ -170,8 +170,8 @@ class Session:
         name = getattr(flow, "__scriptflow_flow__", None) or getattr(
             flow, "__name__", repr(flow)
         ).removeprefix("flow_")
-        t0 = time.time()
-        self._emit(ev.RunStarted(self.run_id, name, t0, self.config.dry_run))
+        t0 = trio.current_time()
+        self._emit(ev.RunStarted(self.run_id, name, time.time(), self.config.dry_run))
         status = "failed"
         try:
             with trio.CancelScope() as self._flow_scope:
@@ -185,7 +185,9 @@ class Session:
             status = "cancelled"
             raise
         finally:
-            self._emit(ev.RunFinished(self.run_id, status, time.time(), time.time() - t0))
+            self._emit(
+                ev.RunFinished(self.run_id, status, time.time(), trio.current_time() - t0)
+            )
 
     async def wait_started(self) -> None:
         """Wait until every task submitted with ``start()`` has finished."""

@@ -65,7 +65,7 @@ class TerminalView:
         self.flow = ""
         self.run_id = ""
         self.started = time.time()
-        self.ended: float | None = None
+        self.elapsed: float | None = None
         self.run_status = ""
         self._lines: list[tuple[str, str]] = []  # (markup, plain text)
         self._skips: list[ev.TaskSkipped] = []
@@ -122,7 +122,7 @@ class TerminalView:
                 dry = " (dry run: nothing runs)" if event.dry_run else ""
                 self._line(event.time, "run", "bold", f"{event.flow} [{event.run_id}]{dry}")
         elif isinstance(event, ev.RunFinished):
-            self.ended, self.run_status = event.time, event.status
+            self.elapsed, self.run_status = event.duration, event.status
         self._dirty.set()
 
     def _line(self, t: float, tag: str, style: str, text: str) -> None:
@@ -204,7 +204,7 @@ class TerminalView:
     def print_summary(self, failures: list[str]) -> None:
         """The closing summary: counts, the busiest tasks, and every failure."""
         c = self.counts
-        elapsed = (self.ended or time.time()) - self.started
+        elapsed = self.elapsed if self.elapsed is not None else time.time() - self.started
         status = self.run_status or "ended"
         style = {"succeeded": "green", "failed": "red", "cancelled": "magenta"}.get(status, "")
         parts = [
