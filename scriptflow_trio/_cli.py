@@ -25,7 +25,7 @@ from ._session import SessionConfig, new_run_id, open_session
 from .executors.local import LocalExecutor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,16 +39,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments of the flow")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="local slots (default: CPU count)")
     p.add_argument("-n", "--dry-run", action="store_true", help="say what would run, run nothing")
-    p.add_argument("-f", "--force", action="append", default=[], metavar="PATTERN",
-                   help="re-run tasks whose name matches this glob (repeatable)")
-    p.add_argument("-k", "--keep-going", action="store_true",
-                   help="let independent tasks finish after a failure; report all at the end")
+    p.add_argument(
+        "-f",
+        "--force",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="re-run tasks whose name matches this glob (repeatable)",
+    )
+    p.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="let independent tasks finish after a failure; report all at the end",
+    )
     p.add_argument("--plain", action="store_true", help="plain timestamped lines, no live view")
     p.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="commands, every skipped task, and tracebacks")
-    p.add_argument("--state-dir", default=".scriptflow", metavar="DIR",
-                   help="where logs (and the store) live (default: .scriptflow)")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="commands, every skipped task, and tracebacks"
+    )
+    p.add_argument(
+        "--state-dir",
+        default=".scriptflow",
+        metavar="DIR",
+        help="where logs (and the store) live (default: .scriptflow)",
+    )
     p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
     return p
 
@@ -110,8 +125,10 @@ def _apply_init_config(args: argparse.Namespace, flows: FlowFile) -> None:
 def _list_flows(console: Any, flows: FlowFile) -> None:
     described = flows.describe()
     if not described:
-        console.print(f"{flows.path} defines no flow: name an async function flow_NAME, "
-                      "or decorate it with @sf.flow")
+        console.print(
+            f"{flows.path} defines no flow: name an async function flow_NAME, "
+            "or decorate it with @sf.flow"
+        )
         return
     console.print(f"flows in {flows.path}:")
     width = max(len(name) for name, _ in described)
@@ -119,13 +136,16 @@ def _list_flows(console: Any, flows: FlowFile) -> None:
         console.print(f"  [bold]{name:<{width}}[/]  {doc}", highlight=False)
 
 
-async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Namespace,
-               console: Any) -> int:
+async def _run(
+    fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Namespace, console: Any
+) -> int:
     from ._ui import TerminalView
 
     plain = args.plain or not console.is_terminal
     view = TerminalView(console, plain=plain, quiet=args.quiet, verbose=args.verbose)
-    config = SessionConfig(force=tuple(args.force), dry_run=args.dry_run, keep_going=args.keep_going)
+    config = SessionConfig(
+        force=tuple(args.force), dry_run=args.dry_run, keep_going=args.keep_going
+    )
     received: list[int] = []
     errors: list[BaseException] = []
     failures: list[TaskError] = []
@@ -161,9 +181,9 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Na
             nursery.cancel_scope.cancel()
     view.print_summary([_describe_failure(f, args.verbose) for f in failures])
     reported = {id(f) for f in failures}
-    for exc in _leaves(errors):
-        if id(exc) not in reported:
-            _print_error(console, exc, verbose=args.verbose)
+    for leaf in _leaves(errors):
+        if id(leaf) not in reported:
+            _print_error(console, leaf, verbose=args.verbose)
     if received:
         return _SIGNAL_EXIT.get(received[0], 130)
     return EXIT_FAILED if (_leaves(errors) or failures) else EXIT_OK
@@ -189,7 +209,7 @@ def _describe_failure(error: TaskError, verbose: bool) -> str:
         lines.append(f"  log: {os.path.relpath(error.log_path)}")
     if error.log_tail:
         lines.append("  last lines of the log:")
-        lines += [f"    {line}" for line in error.log_tail.splitlines()[-(20 if verbose else 8):]]
+        lines += [f"    {line}" for line in error.log_tail.splitlines()[-(20 if verbose else 8) :]]
     return "\n".join(lines)
 
 
@@ -197,8 +217,11 @@ def _print_error(console: Any, exc: BaseException, *, verbose: bool) -> None:
     if isinstance(exc, ScriptflowError):
         message = f"error: {exc}"
     else:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if "scriptflow_trio" not in f.filename and "/trio/" not in f.filename]
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if "scriptflow_trio" not in f.filename and "/trio/" not in f.filename
+        ]
         where = f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
         message = f"error: the flow raised {type(exc).__name__}{where}: {exc}"
     if verbose:

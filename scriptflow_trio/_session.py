@@ -185,9 +185,7 @@ class Session:
             status = "cancelled"
             raise
         finally:
-            self._emit(
-                ev.RunFinished(self.run_id, status, time.time(), trio.current_time() - t0)
-            )
+            self._emit(ev.RunFinished(self.run_id, status, time.time(), trio.current_time() - t0))
 
     async def wait_started(self) -> None:
         """Wait until every task submitted with ``start()`` has finished."""
@@ -311,9 +309,9 @@ class Session:
                     if not producer.finished.is_set() and fnmatch.fnmatch(path, pattern):
                         found[producer.key] = producer
             else:
-                producer = self._producers.get(self._norm(item))
-                if producer is not None and not producer.finished.is_set():
-                    found[producer.key] = producer
+                made_by = self._producers.get(self._norm(item))
+                if made_by is not None and not made_by.finished.is_set():
+                    found[made_by.key] = made_by
         found.pop(job.key, None)
         return list(found.values())
 
@@ -356,7 +354,9 @@ class Session:
         job.reason = decision.reason
         if self.config.dry_run:
             self._emit(
-                ev.TaskWouldRun(job.name, job.key, decision.reason, task.command_line(), time.time())
+                ev.TaskWouldRun(
+                    job.name, job.key, decision.reason, task.command_line(), time.time()
+                )
             )
             self._remember_remade(task)
             self._finish(job, JobState.WOULD_RUN)
@@ -444,9 +444,7 @@ class Session:
                 cwd=resolve(self.root, task.cwd) if task.cwd else self.root,
                 env=task.env,
                 log_path=log_path,
-                outputs=tuple(
-                    resolve(self.root, o) for o in outputs if not isinstance(o, Glob)
-                ),
+                outputs=tuple(resolve(self.root, o) for o in outputs if not isinstance(o, Glob)),
                 cores=task.cores,
                 mem=task.mem,
                 timeout=task.timeout,
@@ -454,9 +452,14 @@ class Session:
             )
             self._emit(
                 ev.AttemptStarted(
-                    job.name, job.key, attempt,
+                    job.name,
+                    job.key,
+                    attempt,
                     job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
-                    task.command_line(), log_path, job.executor.name, time.time(),
+                    task.command_line(),
+                    log_path,
+                    job.executor.name,
+                    time.time(),
                 )
             )
             since = time.time_ns() - _MTIME_SLOP_NS
@@ -491,7 +494,14 @@ class Session:
             now = trio.current_time()
             self._emit(
                 ev.AttemptFinished(
-                    job.name, job.key, attempt, not reason, returncode, reason, time.time(), now - t0,
+                    job.name,
+                    job.key,
+                    attempt,
+                    not reason,
+                    returncode,
+                    reason,
+                    time.time(),
+                    now - t0,
                     will_retry,
                 )
             )
@@ -507,8 +517,12 @@ class Session:
                 await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
         job.duration = trio.current_time() - t_start
         error = TaskFailed(
-            job.name, reason, returncode=returncode, attempts=job.attempts,
-            log_path=log_path, log_tail=_tail(log_path),
+            job.name,
+            reason,
+            returncode=returncode,
+            attempts=job.attempts,
+            log_path=log_path,
+            log_tail=_tail(log_path),
         )
         self._finish(job, JobState.FAILED, error)
 
@@ -556,7 +570,12 @@ class Session:
         job.finished.set()
         self._emit(
             ev.TaskFinished(
-                job.name, job.key, ev.Status(state.value), job.attempts, job.duration, time.time(),
+                job.name,
+                job.key,
+                ev.Status(state.value),
+                job.attempts,
+                job.duration,
+                time.time(),
                 str(error) if error else "",
             )
         )
@@ -759,7 +778,7 @@ async def _gather(items: Sequence[Any]) -> list[Any]:
     results: list[Any] = [None] * len(items)
     session = _current.get()
     keep_going = session is not None and session.config.keep_going
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     async def one(i: int, item: Any) -> None:
         try:

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 from collections.abc import Generator, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -133,7 +132,9 @@ class Task:
             if not self.shell:
                 self.cmd = tuple(shlex.split(self.cmd))
         elif isinstance(self.cmd, Iterable):
-            self.cmd = tuple(os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in self.cmd)
+            self.cmd = tuple(
+                os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in self.cmd
+            )
             if self.shell:
                 self.cmd = shlex.join(self.cmd)
         else:

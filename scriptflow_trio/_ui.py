@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TextIO
+from typing import IO
 
 import trio
 from rich.console import Console, Group
@@ -70,7 +70,7 @@ class TerminalView:
         self._lines: list[tuple[str, str]] = []  # (markup, plain text)
         self._skips: list[ev.TaskSkipped] = []
         self._dirty = trio.Event()
-        self._out: TextIO = console.file
+        self._out: IO[str] = console.file
 
     # -- events -----------------------------------------------------------------------
 
@@ -91,7 +91,9 @@ class TerminalView:
                 self.retried += 1
                 if not self.quiet:
                     self._line(
-                        event.time, "retry", "yellow",
+                        event.time,
+                        "retry",
+                        "yellow",
                         f"{event.name} attempt {event.attempt} failed: {event.reason}",
                     )
         elif isinstance(event, ev.TaskFinished):
@@ -101,7 +103,9 @@ class TerminalView:
             if event.status is ev.Status.FAILED:
                 self._line(event.time, "FAILED", "bold red", event.error or event.name)
             elif event.status is ev.Status.SUCCEEDED and self.verbose:
-                self._line(event.time, "done", "green", f"{event.name} in {_duration(event.duration)}")
+                self._line(
+                    event.time, "done", "green", f"{event.name} in {_duration(event.duration)}"
+                )
             elif event.status is ev.Status.CANCELLED and not self.quiet:
                 self._line(event.time, "stopped", "magenta", event.name)
         elif isinstance(event, ev.TaskSkipped):
@@ -114,8 +118,12 @@ class TerminalView:
             self._line(event.time, "would run", "yellow", f"{event.name} - {event.reason}")
             self._line(event.time, "cmd", "dim", event.command)
         elif isinstance(event, ev.OutputLine):
-            self._lines.append((f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}",
-                                f"[{event.name}] {event.line}"))
+            self._lines.append(
+                (
+                    f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}",
+                    f"[{event.name}] {event.line}",
+                )
+            )
         elif isinstance(event, ev.RunStarted):
             self.flow, self.run_id, self.started = event.flow, event.run_id, event.time
             if not self.quiet:
@@ -127,7 +135,10 @@ class TerminalView:
 
     def _line(self, t: float, tag: str, style: str, text: str) -> None:
         self._lines.append(
-            (f"[dim]{_clock(t)}[/] [{style}]{tag:<7}[/] {escape(text)}", f"{_clock(t)} {tag:<7} {text}")
+            (
+                f"[dim]{_clock(t)}[/] [{style}]{tag:<7}[/] {escape(text)}",
+                f"{_clock(t)} {tag:<7} {text}",
+            )
         )
 
     # -- drawing ----------------------------------------------------------------------
@@ -171,11 +182,14 @@ class TerminalView:
         if skips:
             shown = skips[:_MAX_SKIPS_SHOWN]
             markup += [
-                f"[dim]{_clock(s.time)} skip    {escape(s.name)} ({escape(s.reason)})[/]" for s in shown
+                f"[dim]{_clock(s.time)} skip    {escape(s.name)} ({escape(s.reason)})[/]"
+                for s in shown
             ]
             if len(skips) > len(shown):
-                markup.append(f"[dim]{_clock(skips[-1].time)} skip    ... and "
-                              f"{len(skips) - len(shown)} more up to date[/]")
+                markup.append(
+                    f"[dim]{_clock(skips[-1].time)} skip    ... and "
+                    f"{len(skips) - len(shown)} more up to date[/]"
+                )
         if markup:
             live.console.print(Text.from_markup("\n".join(markup)), soft_wrap=True)
         live.update(self._status(), refresh=True)
@@ -222,10 +236,14 @@ class TerminalView:
         busiest = sorted(ran, key=lambda f: f.duration, reverse=True)[:5]
         interrupted = [f.name for f in self.finished if f.status is ev.Status.CANCELLED]
         if self.plain:
-            out = [f"{_clock(time.time())} {status:<7} {self.flow} in {_duration(elapsed)}: "
-                   + ", ".join(parts)]
+            out = [
+                f"{_clock(time.time())} {status:<7} {self.flow} in {_duration(elapsed)}: "
+                + ", ".join(parts)
+            ]
             if busiest and not self.quiet:
-                out.append("busiest: " + ", ".join(f"{f.name} {_duration(f.duration)}" for f in busiest))
+                out.append(
+                    "busiest: " + ", ".join(f"{f.name} {_duration(f.duration)}" for f in busiest)
+                )
             if interrupted:
                 out.append("interrupted: " + ", ".join(interrupted))
             out += failures
@@ -233,8 +251,10 @@ class TerminalView:
             self._out.flush()
             return
         self.console.print(
-            Text.from_markup(f"[bold {style}]{status}[/] {escape(self.flow)} in "
-                             f"{_duration(elapsed)}: " + escape(", ".join(parts)))
+            Text.from_markup(
+                f"[bold {style}]{status}[/] {escape(self.flow)} in "
+                f"{_duration(elapsed)}: " + escape(", ".join(parts))
+            )
         )
         if busiest and not self.quiet:
             table = Table(title="busiest tasks", title_justify="left", box=None, padding=(0, 2))
@@ -243,7 +263,9 @@ class TerminalView:
             table.add_column("attempts", justify="right")
             table.add_column("status")
             for f in busiest:
-                table.add_row(escape(f.name), _duration(f.duration), str(f.attempts), f.status.value)
+                table.add_row(
+                    escape(f.name), _duration(f.duration), str(f.attempts), f.status.value
+                )
             self.console.print(table)
         if interrupted:
             self.console.print(Text("interrupted: " + ", ".join(interrupted), style="magenta"))

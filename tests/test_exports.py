@@ -11,8 +11,18 @@ def test_public_names_are_reexports():
 
 
 def test_scriptflow_names_are_there():
-    for name in ("Task", "bag", "init", "flow", "retry", "glob", "open_session",
-                 "LocalExecutor", "TaskFailed", "ScriptflowError"):
+    for name in (
+        "Task",
+        "bag",
+        "init",
+        "flow",
+        "retry",
+        "glob",
+        "open_session",
+        "LocalExecutor",
+        "TaskFailed",
+        "ScriptflowError",
+    ):
         assert hasattr(sf, name)
     assert issubclass(sf.TaskFailed, sf.ScriptflowError)
     assert issubclass(sf.FlowNotFound, LookupError)

@@ -41,14 +41,18 @@ async def wait_gone(pids: list[int], limit: float = 5) -> None:
 def sleeper(tag: str) -> sf.Task:
     return sf.Task(
         cmd=f"sleep 60 & echo $! > {tag}.child; echo $$ > {tag}.sh; wait",
-        shell=True, outputs=f"{tag}.out", name=tag,
+        shell=True,
+        outputs=f"{tag}.out",
+        name=tag,
     )
 
 
 async def test_solve_tasks_overlap_in_time(workdir):
     def solve(i: int) -> sf.Task:
-        code = (f"import time; a = time.time(); time.sleep(0.5); "
-                f"open('t{i}.txt', 'w').write(f'{{a}} {{time.time()}}')")
+        code = (
+            f"import time; a = time.time(); time.sleep(0.5); "
+            f"open('t{i}.txt', 'w').write(f'{{a}} {{time.time()}}')"
+        )
         return sf.Task(cmd=[PY, "-c", code], outputs=f"t{i}.txt")
 
     async with sf.open_session(executors=[sf.LocalExecutor(slots=2)]):
@@ -72,6 +76,7 @@ async def test_cancelling_the_callers_scope_kills_the_whole_process_tree(workdir
 
 async def test_fail_fast_kills_sibling_processes(workdir):
     async with sf.open_session(executors=[sf.LocalExecutor(slots=3, grace=1)]):
+
         async def fail_later():
             await wait_for_files("a.child", "b.child")
             await sf.Task(cmd="exit 3", shell=True, name="bad")
@@ -129,8 +134,7 @@ async def test_env_and_cwd_are_honoured(workdir):
     os.mkdir("sub")
     code = "import os; open('where.txt', 'w').write(os.getcwd() + ' ' + os.environ['SF_X'])"
     async with sf.open_session(executors=[sf.LocalExecutor()]):
-        await sf.Task(cmd=[PY, "-c", code], cwd="sub", env={"SF_X": "42"},
-                      outputs="sub/where.txt")
+        await sf.Task(cmd=[PY, "-c", code], cwd="sub", env={"SF_X": "42"}, outputs="sub/where.txt")
     where, x = Path("sub/where.txt").read_text().split()
     assert Path(where).resolve() == (workdir / "sub").resolve() and x == "42"
 

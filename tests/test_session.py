@@ -35,8 +35,12 @@ async def test_bag_runs_in_parallel_then_final(workdir, autojump_clock):
         t2 = sf.Task(cmd="make-2", outputs="test_2.txt", name="solve-2")
         await sf.bag(t1, t2)
         assert trio.current_time() == 1.0
-        final = sf.Task(cmd="combine", inputs=[*t1.get_outputs(), *t2.get_outputs()],
-                        outputs="final.txt", name="final")
+        final = sf.Task(
+            cmd="combine",
+            inputs=[*t1.get_outputs(), *t2.get_outputs()],
+            outputs="final.txt",
+            name="final",
+        )
         assert await final is final
         assert trio.current_time() == 2.0
     names = [s.name for s in fake.runs]
@@ -155,8 +159,9 @@ async def test_input_glob_that_matches_nothing_is_missing(workdir, autojump_cloc
 
 
 async def test_fail_fast_cancels_siblings(workdir, autojump_clock):
-    fake = FakeExecutor(slots=4, duration=1.0,
-                        behaviour=lambda spec: 1 if spec.name == "bad" else 0)
+    fake = FakeExecutor(
+        slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name == "bad" else 0
+    )
     slow = FakeExecutor(slots=4, name="slow", duration=100.0)
     async with sf.open_session(executors=[fake, slow]):
         with pytest.raises(sf.TaskFailed):
@@ -170,8 +175,9 @@ async def test_fail_fast_cancels_siblings(workdir, autojump_clock):
 
 
 async def test_keep_going_lets_independent_tasks_finish(workdir, autojump_clock):
-    fake = FakeExecutor(slots=4, duration=1.0,
-                        behaviour=lambda spec: 1 if spec.name.startswith("bad") else 0)
+    fake = FakeExecutor(
+        slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name.startswith("bad") else 0
+    )
     config = sf.SessionConfig(keep_going=True)
     async with sf.open_session(executors=[fake], config=config) as session:
         with pytest.raises(ExceptionGroup) as info:
@@ -294,12 +300,16 @@ async def test_dry_run_runs_nothing_and_says_why(workdir, autojump_clock):
 async def test_force_pattern_reruns_matching_tasks(workdir, autojump_clock):
     fake = FakeExecutor()
     async with sf.open_session(executors=[fake]):
-        await sf.bag(sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
-                     sf.Task(cmd="b", outputs="b.txt", name="final"))
+        await sf.bag(
+            sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
+            sf.Task(cmd="b", outputs="b.txt", name="final"),
+        )
     config = sf.SessionConfig(force=("solve-*",))
     async with sf.open_session(executors=[fake], config=config):
-        await sf.bag(sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
-                     sf.Task(cmd="b", outputs="b.txt", name="final"))
+        await sf.bag(
+            sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
+            sf.Task(cmd="b", outputs="b.txt", name="final"),
+        )
     assert sorted(s.name for s in fake.runs) == ["final", "solve-1", "solve-1"]
 
 
@@ -347,8 +357,14 @@ async def test_events_tell_the_whole_story(workdir, autojump_clock):
     async with sf.open_session(executors=[fake], listeners=[rec]) as session:
         await session.run(flow_one)
     kinds = [type(e).__name__ for e in rec.events]
-    assert kinds == ["RunStarted", "TasksSubmitted", "AttemptStarted", "AttemptFinished", "TaskFinished",
-                     "RunFinished"]
+    assert kinds == [
+        "RunStarted",
+        "TasksSubmitted",
+        "AttemptStarted",
+        "AttemptFinished",
+        "TaskFinished",
+        "RunFinished",
+    ]
     assert rec.events[0].flow == "one"
     assert rec.events[-1].status == "succeeded"
     assert rec.of(ev.TaskFinished)[0].duration == 1.0

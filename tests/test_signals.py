@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_local import alive
 
-FLOWS = '''
+FLOWS = """
 import scriptflow_trio as sf
 
 async def flow_sleepy():
@@ -20,7 +19,7 @@ async def flow_sleepy():
                      shell=True, outputs=f"{i}.out", name=f"sleepy-{i}") for i in range(2)]
     tasks.append(sf.Task(cmd="sleep 60", outputs="plain.out", name="plain"))
     await sf.bag(*tasks)
-'''
+"""
 
 
 def wait_for(paths: list[Path], limit: float = 15) -> None:
@@ -35,7 +34,10 @@ def test_signal_kills_every_process_and_exits(tmp_path: Path, signum: int, code:
     (tmp_path / "flows.py").write_text(FLOWS)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scriptflow_trio", "flows.py", "sleepy", "-j", "3", "--plain"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         pid_files = [tmp_path / f"{i}.{k}" for i in range(2) for k in ("child", "sh")]

@@ -43,10 +43,14 @@ async def test_plain_lines_tell_starts_retries_and_failures(workdir, autojump_cl
     await run_flow(view)
     view.print_summary(["task 'bad' failed: exit code 2"])
     text = out.getvalue()
-    for expected in ("run     demo", "start   t0 - output t0.txt is missing",
-                     "retry   bad attempt 1 failed: exit code 2", "start   bad (retry 1)",
-                     "FAILED  task 'bad' failed: exit code 2",
-                     "failed  demo in 4.0s: ran 4, skipped 0, failed 1, retried 1"):
+    for expected in (
+        "run     demo",
+        "start   t0 - output t0.txt is missing",
+        "retry   bad attempt 1 failed: exit code 2",
+        "start   bad (retry 1)",
+        "FAILED  task 'bad' failed: exit code 2",
+        "failed  demo in 4.0s: ran 4, skipped 0, failed 1, retried 1",
+    ):
         assert expected in text, text
     assert "\x1b[" not in text
 

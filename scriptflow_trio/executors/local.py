@@ -70,15 +70,22 @@ class LocalExecutor(Executor):
         if _POSIX:
             options["start_new_session"] = True
         else:  # pragma: no cover - exercised on Windows only
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         started = time.time()
-        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # creating a file can take a quarter of a millisecond: not on the event loop
+        log_fd = await trio.to_thread.run_sync(
+            os.open, spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+        )
         try:
             stdout = subprocess.PIPE if spec.on_output is not None else log_fd
             try:
                 proc = await trio.lowlevel.open_process(
-                    spec.cmd, shell=spec.shell, stdout=stdout, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, **options,
+                    spec.cmd,
+                    shell=spec.shell,
+                    stdout=stdout,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    **options,
                 )
             except OSError as exc:
                 message = _start_error(spec, exc)
@@ -134,4 +141,3 @@ def _start_error(spec: AttemptSpec, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"command {program!r} is not executable"
     return f"could not start {program!r}: {exc}"
-
