@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         if args.directory:
             try:
@@ -99,12 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs = bind_arguments(fn, args.name, args.args)
         if args.jobs is not None and args.jobs < 1:
             raise UsageError(f"-j/--jobs must be 1 or more, not {args.jobs}")
-        return trio.run(_run, fn, kwargs, args, console)
+        return trio.run(_run, fn, kwargs, args, console, errors)
     except UsageError as exc:
-        _print_error(console, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
+        _print_error(errors, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        console.print("[magenta]interrupted[/]")
+        errors.print("[magenta]interrupted[/]")
         return 130
 
 
@@ -137,7 +138,11 @@ def _list_flows(console: Any, flows: FlowFile) -> None:
 
 
 async def _run(
-    fn: Callable[..., Any], kwargs: dict[str, Any], args: argparse.Namespace, console: Any
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    console: Any,
+    error_console: Any,
 ) -> int:
     from ._ui import TerminalView
 
@@ -183,7 +188,7 @@ async def _run(
     reported = {id(f) for f in failures}
     for leaf in _leaves(errors):
         if id(leaf) not in reported:
-            _print_error(console, leaf, verbose=args.verbose)
+            _print_error(error_console, leaf, verbose=args.verbose)
     if received:
         return _SIGNAL_EXIT.get(received[0], 130)
     return EXIT_FAILED if (_leaves(errors) or failures) else EXIT_OK

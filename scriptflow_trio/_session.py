@@ -233,9 +233,14 @@ class Session:
                     else:
                         job.others = [*(job.others or ()), task]
                 jobs.append(job)
-        except BaseException:
+        except BaseException as exc:
             for job in new:  # nobody will wait for these
                 self._finish(job, JobState.CANCELLED)
+            if isinstance(exc, TaskError):  # a task that cannot run is a failed task
+                self.failures.append(exc)
+                self._emit(
+                    ev.TaskFinished(exc.name, "", ev.Status.FAILED, 0, 0.0, time.time(), str(exc))
+                )
             raise
         if new:
             self._emit(ev.TasksSubmitted(len(new), time.time()))

@@ -270,4 +270,4 @@ class TerminalView:
         if interrupted:
             self.console.print(Text("interrupted: " + ", ".join(interrupted), style="magenta"))
         for failure in failures:
-            self.console.print(Text(failure, style="red"))
+            self.console.print(Text(failure, style="red"), soft_wrap=True)

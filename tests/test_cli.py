@@ -705,12 +705,6 @@ def test_signal_exit_code_and_kills_the_task(tmp_path: Path, python_bin: Path, s
 # -- output format --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="error messages go through rich at its default 80 columns when stdout is not a "
-    "terminal: they are hard-wrapped (with trailing spaces), and long paths are broken in "
-    "the middle",
-    strict=True,
-)
 def test_error_not_hard_wrapped_when_piped(tmp_path: Path, python_bin: Path) -> None:
     deep = tmp_path / ("a_rather_long_folder_name_" * 4 + "end")
     deep.mkdir()
