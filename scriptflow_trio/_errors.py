@@ -9,6 +9,8 @@
      │    ├── MissingInput   an input does not exist and no task produces it
      │    └── InvalidTask    the task's own spec is wrong (cwd, cores, clashing outputs)
      ├── ExecutorError       an executor cannot do its job (command not installed...)
+     ├── StoreError          the store is damaged, too new, or locked by another session
+     │    └── StoreLocked    another session holds the state directory
      └── NoSession           a task was awaited outside any session
 
 Each exception carries its data as attributes; ``str()`` is the message for a person.
@@ -94,6 +96,18 @@ class InvalidTask(TaskError):
 
 class ExecutorError(ScriptflowError):
     """An executor cannot do its job: a missing command, a refused submission."""
+
+
+class StoreError(ScriptflowError):
+    """The store cannot be used: damaged, written by a newer version, or absent."""
+
+
+class StoreLocked(StoreError):
+    """Another live session holds the state directory."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class NoSession(ScriptflowError, RuntimeError):

@@ -17,6 +17,8 @@ class Decision:
 
     run: bool
     reason: str
+    #: "newer" when only an input's timestamp says run: content hashes may overrule it
+    kind: str = ""
 
 
 def expand(root: str, item: str | Glob) -> list[str]:
@@ -65,7 +67,7 @@ def decide(
             return Decision(True, f"input {path} was remade")
         mtime = _mtime(root, path)
         if mtime is not None and mtime > oldest:
-            return Decision(True, f"input {path} is newer than output {oldest_name}")
+            return Decision(True, f"input {path} is newer than output {oldest_name}", "newer")
     return Decision(False, "up to date")
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +32,15 @@ import trio
 from . import _events as ev
 from ._errors import InvalidTask, MissingInput, NoSession, TaskError, TaskFailed
 from ._freshness import Decision, decide, expand, missing_outputs, remove_stale
+from ._lock import StateLock
+from ._records import (
+    AttemptRecord,
+    AttemptStatus,
+    Fingerprint,
+    RunRecord,
+    TaskOutcome,
+)
+from ._store import History, Store, StoreWriter, TaskState, fingerprint, hash_file
 from ._task import Glob, Task, resolve
 from .executors._base import AttemptSpec, Executor
 from .executors.local import LocalExecutor
@@ -93,6 +103,7 @@ class Job:
     reason: str = ""
     attempts: int = 0
     duration: float = 0.0
+    inputs: list[str] = attrs.field(factory=list)  # expanded when decided
 
     @property
     def ok(self) -> bool:
@@ -107,6 +118,8 @@ class SessionConfig:
     dry_run: bool = False
     keep_going: bool = False
     retry_backoff: float = 0.0  # seconds before the 2nd attempt, doubling after
+    freshness: str = "mtime"  # or "hash": content hashes overrule touched inputs
+    run_name: str | None = None
 
 
 @attrs.frozen
@@ -135,6 +148,8 @@ class Session:
         config: SessionConfig,
         listeners: Sequence[ev.Listener],
         run_id: str,
+        writer: StoreWriter | None = None,
+        history: History | None = None,
     ) -> None:
         self.root = root
         self.state_dir = state_dir
@@ -159,6 +174,8 @@ class Session:
         self._unawaited_error: TaskError | None = None
         self._log_dir: Path | None = None
         self._made_dirs: set[str] = set()
+        self._writer = writer
+        self._history = history
 
     # -- public -----------------------------------------------------------------------
 
@@ -171,7 +188,21 @@ class Session:
             flow, "__name__", repr(flow)
         ).removeprefix("flow_")
         t0 = trio.current_time()
-        self._emit(ev.RunStarted(self.run_id, name, time.time(), self.config.dry_run))
+        started = time.time()
+        self._emit(ev.RunStarted(self.run_id, name, started, self.config.dry_run))
+        code = getattr(flow, "__code__", None)
+        run = RunRecord(
+            run_id=self.run_id,
+            flow=name,
+            started=started,
+            name=self.config.run_name,
+            arguments={k: repr(v) for k, v in kwargs.items()},
+            flowfile=code.co_filename if code is not None else None,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+        if self._writer is not None and not self.config.dry_run:
+            self._writer.write(run)
         status = "failed"
         try:
             with trio.CancelScope() as self._flow_scope:
@@ -338,21 +369,79 @@ class Session:
     def _decide(self, job: Job) -> None:
         task = job.task
         try:
-            inputs = self._expand_inputs(job)
+            job.inputs = inputs = self._expand_inputs(job)
         except TaskError as exc:
             self._finish(job, JobState.FAILED, exc)
             return
         if any(fnmatch.fnmatchcase(job.name, p) for p in self.config.force):
-            decision = Decision(True, "forced")
+            self._act(job, Decision(True, "forced"))
+            return
+        decision = decide(self.root, inputs, task._checked_outputs(), was_remade=self._was_remade)
+        if self._history is None:
+            self._act(job, decision)
+            return
+        state = self._history.tasks.get(job.key)
+        hashing = (task.freshness or self.config.freshness) == "hash"
+        if decision.kind == "newer" and hashing and state is not None:
+            if state.status is AttemptStatus.SUCCEEDED:
+                self._nursery.start_soon(self._decide_by_content, job, inputs, state, decision)
+                return
+        self._act(job, self._against_history(job, decision, state))
+
+    def _against_history(self, job: Job, decision: Decision, state: TaskState | None) -> Decision:
+        """What the store adds to make's rule: interrupted attempts and changed commands."""
+        if decision.run or self._history is None:
+            return decision
+        if state is not None and state.status is not AttemptStatus.SUCCEEDED:
+            what = {
+                AttemptStatus.RUNNING: "was interrupted",
+                AttemptStatus.FAILED: "failed",
+                AttemptStatus.CANCELLED: "was cancelled",
+            }[state.status]
+            return Decision(True, f"its last attempt {what} (run {state.run_id})")
+        command = job.task.command_line()
+        for item in job.task._checked_outputs():
+            if isinstance(item, Glob):
+                continue
+            made = self._history.files.get(self._relative(item))
+            if made is not None and made[0] != job.key and made[1] != command:
+                return Decision(True, f"its command changed since {item} was made (was: {made[1]})")
+        return decision
+
+    async def _decide_by_content(
+        self, job: Job, inputs: list[str], state: TaskState, fallback: Decision
+    ) -> None:
+        """Hash mode: a newer input whose content is what the last success saw is no reason."""
+        recorded = {fp.path: fp for fp in state.record().inputs}
+        relative = [self._relative(p) for p in inputs]
+
+        def unchanged() -> bool:
+            for path in relative:
+                fp = recorded.get(path)
+                if fp is None or fp.digest is None:
+                    return False
+                now = fingerprint(self.root, path)
+                if now is None or now.size != fp.size:
+                    return False
+                if now.mtime_ns != fp.mtime_ns and hash_file(resolve(self.root, path)) != fp.digest:
+                    return False
+            return True
+
+        same = await trio.to_thread.run_sync(unchanged)
+        if job.finished.is_set() or job.cancel_requested:
+            return
+        if same:
+            decision = Decision(False, "up to date (inputs touched, contents unchanged)")
+            decision = self._against_history(job, decision, state)
         else:
-            decision = decide(
-                self.root, inputs, task._checked_outputs(), was_remade=self._was_remade
-            )
+            decision = fallback
+        self._act(job, decision)
+
+    def _act(self, job: Job, decision: Decision) -> None:
+        """Skip the job, report it (dry run), or queue it for its executor."""
+        task = job.task
         if not decision.run:
-            try:
-                job.value = self._load_result(task)
-            except OSError:
-                job.value = None
+            job.value = self._stored_result(job)
             self._emit(ev.TaskSkipped(job.name, job.key, decision.reason, time.time()))
             self._finish(job, JobState.SKIPPED)
             return
@@ -369,6 +458,23 @@ class Session:
         job.state = JobState.QUEUED
         self._queues[job.executor.name].append(job)
         self._pump(job.executor)
+
+    def _stored_result(self, job: Job) -> Any:
+        """A skipped task's result: as the store recorded it, else read from its file."""
+        if job.task.result_file is None:
+            return None
+        state = self._history.tasks.get(job.key) if self._history is not None else None
+        if state is not None and state.status is AttemptStatus.SUCCEEDED:
+            value = state.record().result
+            if value is not None:
+                return value
+        try:
+            return self._load_result(job.task)
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _relative(self, path: str) -> str:
+        return os.path.relpath(self._norm(path), self.root)
 
     def _was_remade(self, path: str) -> bool:
         return self._norm(path) in self._remade
@@ -436,9 +542,24 @@ class Session:
         outputs = task._checked_outputs()
         t_start = trio.current_time()  # durations on trio's clock: monotonic, and virtual in tests
         reason, returncode, log_path = "", None, Path()
+        hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
             log_path = self._log_path(job, attempt)
+            record = AttemptRecord(
+                run_id=self.run_id,
+                key=job.key,
+                name=job.name,
+                attempt=attempt,
+                command=task.command_line(),
+                executor=job.executor.name,
+                started=time.time(),
+                log_path=os.path.relpath(log_path, self.root),
+                inputs=await self._fingerprints(job.inputs, hashing),
+            )
+            if self._writer is not None:
+                # durably "running" before anything can touch the outputs
+                await self._writer.write_durable(record)
             remove_stale(self.root, outputs)
             self._make_parent_dirs(outputs)
             spec = AttemptSpec(
@@ -475,6 +596,7 @@ class Session:
                     outcome = await job.executor.run(spec)
             except BaseException:
                 remove_stale(self.root, outputs)  # an interrupted attempt leaves nothing
+                self._record(record, AttemptStatus.CANCELLED, reason="interrupted")
                 raise
             returncode = None
             if outcome is None or deadline.cancelled_caught:
@@ -510,11 +632,23 @@ class Session:
                     will_retry,
                 )
             )
+            details: dict[str, Any] = {"returncode": returncode, "reason": reason}
+            if outcome is not None:
+                details.update(job_id=outcome.job_id, host=outcome.host)
             if not reason:
+                made = [p for o in outputs for p in expand(self.root, o)]
+                self._record(
+                    record,
+                    AttemptStatus.SUCCEEDED,
+                    outputs=await self._fingerprints(made, hashing),
+                    result=job.value,
+                    **details,
+                )
                 job.duration = now - t_start
                 self._remember_remade(task)
                 self._finish(job, JobState.SUCCEEDED)
                 return
+            self._record(record, AttemptStatus.FAILED, **details)
             remove_stale(self.root, outputs)
             if not will_retry:
                 break
@@ -530,6 +664,22 @@ class Session:
             log_tail=_tail(log_path),
         )
         self._finish(job, JobState.FAILED, error)
+
+    def _record(self, record: AttemptRecord, status: AttemptStatus, **changes: Any) -> None:
+        if self._writer is not None:
+            self._writer.write(attrs.evolve(record, status=status, ended=time.time(), **changes))
+
+    async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[Fingerprint, ...]:
+        """Fingerprints of existing ``paths``; hashing (slow on big files) runs in a thread."""
+        if self._writer is None:
+            return ()
+        relative = [self._relative(p) for p in paths]
+
+        def take() -> tuple[Fingerprint, ...]:
+            found = (fingerprint(self.root, p, digest=digest) for p in relative)
+            return tuple(fp for fp in found if fp is not None)
+
+        return await trio.to_thread.run_sync(take) if digest else take()
 
     def _output_printer(self, name: str) -> Callable[[str], None]:
         def emit(line: str) -> None:
@@ -586,6 +736,18 @@ class Session:
         )
         if error is not None:
             self.failures.append(error)
+        if self._writer is not None and state is not JobState.WOULD_RUN:
+            self._writer.write(
+                TaskOutcome(
+                    self.run_id,
+                    job.key,
+                    job.name,
+                    state.value,
+                    job.attempts,
+                    job.duration,
+                    time.time(),
+                )
+            )
         for watcher in job.watchers or ():
             watcher(job)
         for dependent in job.dependents or ():
@@ -720,43 +882,69 @@ async def open_session(
     config: SessionConfig | None = None,
     listeners: Iterable[ev.Listener] = (),
     run_id: str | None = None,
+    store: bool = True,
 ) -> AsyncIterator[Session]:
     """Open a session: tasks awaited inside the block run on ``executors``.
 
     The first executor is the default (a :class:`LocalExecutor` with one slot per CPU
     when none is given). Relative paths are relative to ``root`` (the current
-    directory by default); logs go under ``state_dir``. Leaving the block waits for
+    directory by default); logs and the store go under ``state_dir``, which one
+    session at a time may use (``StoreLocked`` otherwise). Leaving the block waits for
     tasks submitted with ``start()``; an exception or cancellation kills every
-    process the session started.
+    process the session started. ``store=False`` keeps no records: make's rule alone.
     """
     root_dir = os.path.abspath(root if root is not None else os.getcwd())
     state = Path(resolve(root_dir, os.fspath(state_dir)))
+    config = config or SessionConfig()
     executors = list(executors) if executors else [LocalExecutor()]
     names = [e.name for e in executors]
     if len(set(names)) != len(names):
         raise ValueError(f"executor names must differ, got {names}")
     async with AsyncExitStack() as stack:
+        writer: StoreWriter | None = None
+        history: History | None = None
+        if store:
+            if not config.dry_run:  # a dry run only reads: it may look while a run goes on
+                lock = StateLock(state)
+                lock.acquire()
+                stack.callback(lock.release)
+            db = await trio.to_thread.run_sync(Store.open, state)
+            stack.callback(db.close)
+            if not config.dry_run:
+                await trio.to_thread.run_sync(db.mark_died_runs)
+                writer = StoreWriter(db)
+            history = await trio.to_thread.run_sync(db.load_history)
         for executor in executors:
             await stack.enter_async_context(executor)
-        async with trio.open_nursery() as nursery:
-            session = Session(
-                nursery=nursery,
-                root=root_dir,
-                state_dir=state,
-                executors=executors,
-                config=config or SessionConfig(),
-                listeners=list(listeners),
-                run_id=run_id or new_run_id(),
-            )
-            token = _current.set(session)
+        async with trio.open_nursery() as store_nursery:
+            if writer is not None:
+                store_nursery.start_soon(writer.run)
             try:
-                yield session
-                await session.wait_started()
-            except BaseException:
-                session._closing = True
-                raise
+                async with trio.open_nursery() as nursery:
+                    session = Session(
+                        nursery=nursery,
+                        root=root_dir,
+                        state_dir=state,
+                        executors=executors,
+                        config=config,
+                        listeners=list(listeners),
+                        run_id=run_id or new_run_id(),
+                        writer=writer,
+                        history=history,
+                    )
+                    token = _current.set(session)
+                    try:
+                        yield session
+                        await session.wait_started()
+                    except BaseException:
+                        session._closing = True
+                        raise
+                    finally:
+                        _current.reset(token)
             finally:
-                _current.reset(token)
+                if writer is not None:
+                    await writer.flush()
+                store_nursery.cancel_scope.cancel()
 
 
 async def bag(*items: Any) -> list[Any]:

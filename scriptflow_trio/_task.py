@@ -95,7 +95,9 @@ class Task:
     allows N more attempts; ``timeout`` (seconds) kills an attempt that runs longer;
     ``cores`` (alias ``ncore``) is what the task occupies on its executor;
     ``result`` names a file whose content (JSON if it parses, else text) becomes
-    ``task.result`` once the task is done.
+    ``task.result`` once the task is done. ``freshness="hash"`` compares the content
+    of inputs with what the last success saw, so a touched but unchanged input does
+    not make the task run again.
     """
 
     cmd: str | tuple[str, ...] = attrs.field(kw_only=True)
@@ -116,6 +118,7 @@ class Task:
         kw_only=True, default=None, converter=attrs.converters.optional(os.fspath)
     )
     executor: str | None = attrs.field(kw_only=True, default=None)
+    freshness: str | None = attrs.field(kw_only=True, default=None)
     result_file: str | None = attrs.field(
         kw_only=True, default=None, alias="result", converter=attrs.converters.optional(os.fspath)
     )
@@ -143,6 +146,8 @@ class Task:
             raise ValueError("cmd is empty: a task needs a command to run")
         if self.retry < 0:
             raise ValueError(f"retry must be 0 or more, not {self.retry}")
+        if self.freshness not in (None, "mtime", "hash"):
+            raise ValueError(f"freshness must be 'mtime' or 'hash', not {self.freshness!r}")
         if self.cores < 1:
             raise ValueError(f"cores must be 1 or more, not {self.cores}")
         if not self.name:

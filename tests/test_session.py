@@ -13,6 +13,11 @@ from scriptflow_trio import _events as ev
 from scriptflow_trio.testing import FakeExecutor
 
 
+def open_session(**kwargs):
+    """A session without the store: its worker thread would make autojump_clock jump early."""
+    return sf.open_session(store=False, **kwargs)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[ev.Event] = []
@@ -30,7 +35,7 @@ def touch(path: str, content: str = "x\n") -> None:
 
 async def test_bag_runs_in_parallel_then_final(workdir, autojump_clock):
     fake = FakeExecutor(slots=2, duration=1.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         t1 = sf.Task(cmd="make-1", outputs="test_1.txt", name="solve-1")
         t2 = sf.Task(cmd="make-2", outputs="test_2.txt", name="solve-2")
         await sf.bag(t1, t2)
@@ -51,18 +56,18 @@ async def test_bag_runs_in_parallel_then_final(workdir, autojump_clock):
 async def test_up_to_date_tasks_are_skipped_without_running(workdir, autojump_clock):
     touch("in.txt")
     fake = FakeExecutor()
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         await sf.Task(cmd="a", inputs="in.txt", outputs="out.txt")
     assert len(fake.runs) == 1
     rec = Recorder()
-    async with sf.open_session(executors=[fake], listeners=[rec]):
+    async with open_session(executors=[fake], listeners=[rec]):
         await sf.Task(cmd="a", inputs="in.txt", outputs="out.txt")
     assert len(fake.runs) == 1
     assert [e.reason for e in rec.of(ev.TaskSkipped)] == ["up to date"]
     # an input newer than the output makes it run again
     future = os.stat("out.txt").st_mtime + 10
     os.utime("in.txt", (future, future))
-    async with sf.open_session(executors=[fake], listeners=[rec]):
+    async with open_session(executors=[fake], listeners=[rec]):
         await sf.Task(cmd="a", inputs="in.txt", outputs="out.txt")
     assert len(fake.runs) == 2
     assert rec.of(ev.AttemptStarted)[-1].reason == "input in.txt is newer than output out.txt"
@@ -70,7 +75,7 @@ async def test_up_to_date_tasks_are_skipped_without_running(workdir, autojump_cl
 
 async def test_same_task_awaited_twice_runs_once(workdir, autojump_clock):
     fake = FakeExecutor(duration=1.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         a = sf.Task(cmd="x", outputs="x.txt")
         b = sf.Task(cmd="x", outputs="x.txt")
         assert a.key == b.key
@@ -84,7 +89,7 @@ async def test_same_task_awaited_twice_runs_once(workdir, autojump_clock):
 
 async def test_start_submits_now_and_await_later(workdir, autojump_clock):
     fake = FakeExecutor(duration=5.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         t = sf.Task(cmd="slow", outputs="slow.txt").start()
         await trio.sleep(1)
         assert len(fake.runs) == 1 and not t.done
@@ -95,7 +100,7 @@ async def test_start_submits_now_and_await_later(workdir, autojump_clock):
 
 async def test_started_task_is_finished_when_the_session_closes(workdir, autojump_clock):
     fake = FakeExecutor(duration=3.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         t = sf.Task(cmd="bg", outputs="bg.txt").start()
     assert t.done and trio.current_time() == 3.0
 
@@ -111,7 +116,7 @@ async def test_retry_runs_more_attempts_and_removes_failed_outputs(workdir, auto
 
     fake = FakeExecutor(behaviour=flaky)
     rec = Recorder()
-    async with sf.open_session(executors=[fake], listeners=[rec]):
+    async with open_session(executors=[fake], listeners=[rec]):
         await sf.Task(cmd="flaky", outputs="o.txt", retry=2)
     assert calls == [1, 2, 3]
     assert [e.will_retry for e in rec.of(ev.AttemptFinished)] == [True, True, False]
@@ -119,7 +124,7 @@ async def test_retry_runs_more_attempts_and_removes_failed_outputs(workdir, auto
 
 async def test_retry_exhausted_raises_task_failed_with_log_tail(workdir, autojump_clock):
     fake = FakeExecutor(behaviour=lambda spec: 3)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         with pytest.raises(sf.TaskFailed) as info:
             await sf.Task(cmd="bad", outputs="o.txt", retry=2, name="bad")
     err = info.value
@@ -131,7 +136,7 @@ async def test_retry_exhausted_raises_task_failed_with_log_tail(workdir, autojum
 
 async def test_missing_output_fails_the_attempt(workdir, autojump_clock):
     fake = FakeExecutor(write_outputs=False)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         with pytest.raises(sf.TaskFailed, match="missing output out.txt"):
             await sf.Task(cmd="lazy", outputs="out.txt")
 
@@ -143,7 +148,7 @@ async def test_output_glob_must_match_a_fresh_file(workdir, autojump_clock):
         return 0
 
     os.mkdir("res")
-    async with sf.open_session(executors=[FakeExecutor(behaviour=write_two)]):
+    async with open_session(executors=[FakeExecutor(behaviour=write_two)]):
         await sf.Task(cmd="w", outputs=sf.glob("res/*.csv"))
         with pytest.raises(sf.TaskFailed, match="missing output res/\\*.txt"):
             await sf.Task(cmd="w2", outputs=sf.glob("res/*.txt"))
@@ -153,7 +158,7 @@ async def test_output_glob_must_match_a_fresh_file(workdir, autojump_clock):
 
 
 async def test_input_glob_that_matches_nothing_is_missing(workdir, autojump_clock):
-    async with sf.open_session(executors=[FakeExecutor()]):
+    async with open_session(executors=[FakeExecutor()]):
         with pytest.raises(sf.MissingInput, match="matches no file"):
             await sf.Task(cmd="use", inputs=sf.glob("nothing/*.csv"), outputs="s.txt")
 
@@ -163,7 +168,7 @@ async def test_fail_fast_cancels_siblings(workdir, autojump_clock):
         slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name == "bad" else 0
     )
     slow = FakeExecutor(slots=4, name="slow", duration=100.0)
-    async with sf.open_session(executors=[fake, slow]):
+    async with open_session(executors=[fake, slow]):
         with pytest.raises(sf.TaskFailed):
             await sf.bag(
                 sf.Task(cmd="bad", outputs="bad.txt", name="bad"),
@@ -179,7 +184,7 @@ async def test_keep_going_lets_independent_tasks_finish(workdir, autojump_clock)
         slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name.startswith("bad") else 0
     )
     config = sf.SessionConfig(keep_going=True)
-    async with sf.open_session(executors=[fake], config=config) as session:
+    async with open_session(executors=[fake], config=config) as session:
         with pytest.raises(ExceptionGroup) as info:
             await sf.bag(
                 sf.Task(cmd="b1", outputs="b1.txt", name="bad-1"),
@@ -193,7 +198,7 @@ async def test_keep_going_lets_independent_tasks_finish(workdir, autojump_clock)
 
 async def test_input_made_by_a_task_in_the_same_bag_waits_for_it(workdir, autojump_clock):
     fake = FakeExecutor(slots=4, duration=1.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         first = sf.Task(cmd="first", outputs="a.txt")
         second = sf.Task(cmd="second", inputs="a.txt", outputs="b.txt")
         await sf.bag(second, first)
@@ -203,7 +208,7 @@ async def test_input_made_by_a_task_in_the_same_bag_waits_for_it(workdir, autoju
 
 async def test_missing_input_nobody_makes_is_a_clear_error(workdir, autojump_clock):
     fake = FakeExecutor()
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         with pytest.raises(sf.MissingInput, match="needs input 'nope.txt'"):
             await sf.Task(cmd="x", inputs="nope.txt", outputs="y.txt", name="x")
     assert fake.runs == []
@@ -212,7 +217,7 @@ async def test_missing_input_nobody_makes_is_a_clear_error(workdir, autojump_clo
 async def test_input_of_a_failed_producer_names_it(workdir, autojump_clock):
     fake = FakeExecutor(behaviour=lambda spec: 1 if spec.name == "maker" else 0)
     config = sf.SessionConfig(keep_going=True)
-    async with sf.open_session(executors=[fake], config=config):
+    async with open_session(executors=[fake], config=config):
         maker = sf.Task(cmd="m", outputs="m.txt", name="maker")
         user = sf.Task(cmd="u", inputs="m.txt", outputs="u.txt", name="user")
         with pytest.raises(ExceptionGroup) as info:
@@ -223,7 +228,7 @@ async def test_input_of_a_failed_producer_names_it(workdir, autojump_clock):
 
 async def test_cores_are_respected_and_too_many_is_an_error(workdir, autojump_clock):
     fake = FakeExecutor(slots=2, duration=1.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         await sf.bag(*[sf.Task(cmd=f"t{i}", outputs=f"t{i}.txt", cores=2) for i in range(3)])
         assert trio.current_time() == 3.0
         assert fake.max_running == 1
@@ -232,13 +237,13 @@ async def test_cores_are_respected_and_too_many_is_an_error(workdir, autojump_cl
 
 
 async def test_two_tasks_making_the_same_output_at_once_is_an_error(workdir, autojump_clock):
-    async with sf.open_session(executors=[FakeExecutor(duration=1.0)]):
+    async with open_session(executors=[FakeExecutor(duration=1.0)]):
         with pytest.raises(sf.InvalidTask, match="is also making"):
             await sf.bag(sf.Task(cmd="a", outputs="same.txt"), sf.Task(cmd="b", outputs="same.txt"))
 
 
 async def test_unknown_executor_and_bad_cwd_are_errors(workdir, autojump_clock):
-    async with sf.open_session(executors=[FakeExecutor()]):
+    async with open_session(executors=[FakeExecutor()]):
         with pytest.raises(sf.InvalidTask, match="this session has: local"):
             await sf.Task(cmd="a", outputs="a.txt", executor="slurm")
         with pytest.raises(sf.InvalidTask, match="not a directory"):
@@ -247,7 +252,7 @@ async def test_unknown_executor_and_bad_cwd_are_errors(workdir, autojump_clock):
 
 async def test_timeout_kills_the_attempt(workdir, autojump_clock):
     fake = FakeExecutor(duration=100.0)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         with pytest.raises(sf.TaskFailed, match="timed out after 2 s"):
             await sf.Task(cmd="slow", outputs="s.txt", timeout=2, retry=1)
         assert trio.current_time() == 4.0
@@ -264,7 +269,7 @@ async def test_stage_retry_reruns_only_what_failed(workdir, autojump_clock):
         return 0
 
     fake = FakeExecutor(behaviour=behaviour)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         a = sf.Task(cmd="a", outputs="a.txt", name="a")
         b = sf.Task(cmd="b", outputs="b.txt", name="b")
         await sf.retry(lambda: sf.bag(a, b), attempts=2)
@@ -275,7 +280,7 @@ async def test_stage_retry_reruns_only_what_failed(workdir, autojump_clock):
 
 async def test_stage_retry_gives_up_after_attempts(workdir, autojump_clock):
     fake = FakeExecutor(behaviour=lambda spec: 1)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         with pytest.raises(sf.TaskFailed):
             await sf.retry([sf.Task(cmd="a", outputs="a.txt")], attempts=3)
     assert len(fake.runs) == 3
@@ -286,7 +291,7 @@ async def test_dry_run_runs_nothing_and_says_why(workdir, autojump_clock):
     fake = FakeExecutor()
     rec = Recorder()
     config = sf.SessionConfig(dry_run=True)
-    async with sf.open_session(executors=[fake], config=config, listeners=[rec]):
+    async with open_session(executors=[fake], config=config, listeners=[rec]):
         first = sf.Task(cmd="first", outputs="a.txt", name="first")
         await first
         await sf.Task(cmd="second", inputs=first.get_outputs(), outputs="old.txt", name="second")
@@ -299,13 +304,13 @@ async def test_dry_run_runs_nothing_and_says_why(workdir, autojump_clock):
 
 async def test_force_pattern_reruns_matching_tasks(workdir, autojump_clock):
     fake = FakeExecutor()
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         await sf.bag(
             sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
             sf.Task(cmd="b", outputs="b.txt", name="final"),
         )
     config = sf.SessionConfig(force=("solve-*",))
-    async with sf.open_session(executors=[fake], config=config):
+    async with open_session(executors=[fake], config=config):
         await sf.bag(
             sf.Task(cmd="a", outputs="a.txt", name="solve-1"),
             sf.Task(cmd="b", outputs="b.txt", name="final"),
@@ -320,13 +325,13 @@ async def test_result_file_is_loaded_also_when_skipped(workdir, autojump_clock):
         return 0
 
     fake = FakeExecutor(behaviour=write_result, write_outputs=False)
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         t = sf.Task(cmd="r", result="r.json")
         u = sf.Task(cmd="r2", outputs="r.txt").result("r.txt")
         await sf.bag(t, u)
         assert t.result == {"x": 1}
         assert u.result == "plain text"
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         t = sf.Task(cmd="r", result="r.json")
         await t
         assert t.result == {"x": 1}
@@ -339,7 +344,7 @@ async def test_await_without_session_is_a_clear_error(workdir):
 
 
 async def test_task_is_frozen_once_submitted(workdir, autojump_clock):
-    async with sf.open_session(executors=[FakeExecutor()]):
+    async with open_session(executors=[FakeExecutor()]):
         t = sf.Task(cmd="x", outputs="x.txt")
         await t
         with pytest.raises(AttributeError, match="already submitted"):
@@ -354,7 +359,7 @@ async def test_events_tell_the_whole_story(workdir, autojump_clock):
     async def flow_one():
         await sf.Task(cmd="x", outputs="x.txt", name="x")
 
-    async with sf.open_session(executors=[fake], listeners=[rec]) as session:
+    async with open_session(executors=[fake], listeners=[rec]) as session:
         await session.run(flow_one)
     kinds = [type(e).__name__ for e in rec.events]
     assert kinds == [
@@ -380,7 +385,7 @@ async def test_unawaited_started_failure_stops_the_flow(workdir, autojump_clock)
 
     slow = FakeExecutor(duration=50.0)
     fake_long = FakeExecutor(name="other", duration=50.0)
-    async with sf.open_session(executors=[fake, fake_long]) as session:
+    async with open_session(executors=[fake, fake_long]) as session:
         with pytest.raises(sf.TaskFailed, match="'bg'"):
             await session.run(flow_bg)
         assert trio.current_time() == 1.0

@@ -12,6 +12,11 @@ from scriptflow_trio._ui import TerminalView
 from scriptflow_trio.testing import FakeExecutor
 
 
+def open_session(**kwargs):
+    """A session without the store: its worker thread would make autojump_clock jump early."""
+    return sf.open_session(store=False, **kwargs)
+
+
 def console(terminal: bool) -> tuple[Console, io.StringIO]:
     out = io.StringIO()
     return Console(file=out, force_terminal=terminal, width=100, color_system=None), out
@@ -29,7 +34,7 @@ async def run_flow(view: TerminalView) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(view.run)
-        async with sf.open_session(executors=[fake], listeners=[view]) as session:
+        async with open_session(executors=[fake], listeners=[view]) as session:
             try:
                 await session.run(flow_demo)
             except sf.TaskFailed:
@@ -68,13 +73,13 @@ async def test_live_view_shows_counts_and_running_tasks(workdir, autojump_clock)
 
 async def test_skips_are_collapsed_in_the_live_view(workdir, autojump_clock):
     fake = FakeExecutor()
-    async with sf.open_session(executors=[fake]):
+    async with open_session(executors=[fake]):
         await sf.bag(*[sf.Task(cmd=f"t{i}", outputs=f"t{i}.txt") for i in range(50)])
     con, out = console(terminal=True)
     view = TerminalView(con)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(view.run)
-        async with sf.open_session(executors=[fake], listeners=[view]):
+        async with open_session(executors=[fake], listeners=[view]):
             await sf.bag(*[sf.Task(cmd=f"t{i}", outputs=f"t{i}.txt") for i in range(50)])
         await trio.sleep(0.5)
         nursery.cancel_scope.cancel()

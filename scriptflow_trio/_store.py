@@ -1,0 +1,380 @@
+"""The embedded store: SQLite under the state directory, written in batches off the loop.
+
+Every record is serialized by this module's own cattrs converter into a JSON column,
+beside the few columns that queries need. The database runs in WAL mode with
+``synchronous=NORMAL``: a commit survives ``kill -9`` of the engine at any moment
+(SQLite's journal makes each commit atomic), and many commits do not mean many fsyncs.
+Writes go through :class:`StoreWriter`, which commits whatever piled up since its last
+commit in one transaction, in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import trio
+
+from ._errors import StoreError
+from ._records import (
+    AttemptRecord,
+    AttemptStatus,
+    Fingerprint,
+    RunRecord,
+    RunStatus,
+    TaskOutcome,
+)
+
+SCHEMA_VERSION = 1
+STORE_FILE = "store.sqlite"
+
+_converter = cattrs.Converter()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT, flow TEXT NOT NULL, started REAL NOT NULL,
+    status TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (run_id, key, attempt));
+CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (key);
+CREATE INDEX IF NOT EXISTS attempts_by_name ON attempts (name);
+-- the latest attempt of every task key
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL);
+-- which task made each output file last, and with which command
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, key TEXT NOT NULL, command TEXT NOT NULL);
+-- how each task ended in each run, skipped ones included
+CREATE TABLE IF NOT EXISTS run_tasks (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL, duration REAL NOT NULL, ended REAL NOT NULL,
+    PRIMARY KEY (run_id, key));
+"""
+
+
+def _dump(record: Any) -> str:
+    return json.dumps(_converter.unstructure(record), separators=(",", ":"))
+
+
+def _load(text: str, cls: type) -> Any:
+    try:
+        return _converter.structure(json.loads(text), cls)
+    except (ValueError, cattrs.BaseValidationError) as exc:
+        detail = (
+            "; ".join(cattrs.transform_error(exc))
+            if isinstance(exc, cattrs.BaseValidationError)
+            else exc
+        )
+        raise StoreError(f"a stored {cls.__name__} cannot be read: {detail}") from None
+
+
+@attrs.frozen
+class TaskState:
+    """What the store knows of a task key when a session opens: its latest attempt."""
+
+    status: AttemptStatus
+    run_id: str
+    raw: str  # the AttemptRecord as JSON, decoded only when needed
+
+    def record(self) -> AttemptRecord:
+        record: AttemptRecord = _load(self.raw, AttemptRecord)
+        return record
+
+
+@attrs.frozen
+class History:
+    """The store's knowledge that the up-to-date decision needs, loaded in one go."""
+
+    tasks: dict[str, TaskState]
+    files: dict[str, tuple[str, str]]  # path -> (key, command)
+
+
+class Store:
+    """Synchronous access to the SQLite store; call it from a worker thread."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open (creating if needed) the store in ``state_dir``; check its schema."""
+        path = state_dir / STORE_FILE
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                db.close()
+                raise StoreError(
+                    f"the store {path} was written by a newer scriptflow_trio (schema "
+                    f"{row[0]}, this one knows {SCHEMA_VERSION}): upgrade scriptflow_trio, "
+                    "or use another --state-dir"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the store {path} is damaged or not a store ({exc}): move it away and the "
+                "next run starts a fresh one (every task will be judged on timestamps)"
+            ) from None
+        return cls(path, db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing ----------------------------------------------------------------------
+
+    def apply(self, batch: Sequence[RunRecord | AttemptRecord | TaskOutcome]) -> None:
+        """Write a batch of records in one transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for record in batch:
+                    if isinstance(record, AttemptRecord):
+                        self._write_attempt(record)
+                    elif isinstance(record, TaskOutcome):
+                        db.execute(
+                            "INSERT OR REPLACE INTO run_tasks VALUES (?,?,?,?,?,?,?)",
+                            attrs.astuple(record),
+                        )
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)",
+                            (
+                                record.run_id,
+                                record.name,
+                                record.flow,
+                                record.started,
+                                record.status.value,
+                                _dump(record),
+                            ),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _write_attempt(self, record: AttemptRecord) -> None:
+        raw = _dump(record)
+        self._db.execute(
+            "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?)",
+            (
+                record.run_id,
+                record.key,
+                record.attempt,
+                record.name,
+                record.status.value,
+                record.started,
+                raw,
+            ),
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?)",
+            (record.key, record.name, record.status.value, raw),
+        )
+        if record.status is AttemptStatus.SUCCEEDED:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?)",
+                [(fp.path, record.key, record.command) for fp in record.outputs],
+            )
+
+    def mark_died_runs(self) -> None:
+        """Runs still marked running belong to an engine that died: say so.
+
+        Called with the directory's lock held, so no live session owns them.
+        """
+        running = self._query("SELECT record FROM runs WHERE status = 'running'")
+        died = [attrs.evolve(_load(r[0], RunRecord), status=RunStatus.DIED) for r in running]
+        if died:
+            self.apply(died)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def load_history(self) -> History:
+        with self._lock:
+            tasks = {
+                key: TaskState(AttemptStatus(status), run_id, raw)
+                for key, status, run_id, raw in self._db.execute(
+                    "SELECT key, status, json_extract(record, '$.run_id'), record FROM tasks"
+                )
+            }
+            files = {
+                path: (key, command)
+                for path, key, command in self._db.execute("SELECT path, key, command FROM files")
+            }
+        return History(tasks, files)
+
+    def runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first."""
+        sql = "SELECT record FROM runs ORDER BY started DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_load(r[0], RunRecord) for r in self._query(sql)]
+
+    def find_run(self, ref: str) -> RunRecord | None:
+        """A run by id, by id prefix, by name (the latest of that name), or 'last'."""
+        if ref == "last":
+            rows = self._query("SELECT record FROM runs ORDER BY started DESC LIMIT 1")
+        else:
+            rows = self._query(
+                "SELECT record FROM runs WHERE run_id = ? OR name = ? OR run_id LIKE ? "
+                "ORDER BY (run_id = ?) DESC, started DESC LIMIT 1",
+                (ref, ref, ref + "%", ref),
+            )
+        return _load(rows[0][0], RunRecord) if rows else None
+
+    def outcomes(self, run_id: str) -> list[TaskOutcome]:
+        return [
+            TaskOutcome(*row)
+            for row in self._query(
+                "SELECT * FROM run_tasks WHERE run_id = ? ORDER BY ended", (run_id,)
+            )
+        ]
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        return [
+            _load(r[0], AttemptRecord)
+            for r in self._query(
+                "SELECT record FROM attempts WHERE run_id = ? ORDER BY started", (run_id,)
+            )
+        ]
+
+    def last_attempt(self, ref: str) -> AttemptRecord | None:
+        """The latest attempt of a task, by name or key prefix."""
+        rows = self._query(
+            "SELECT record FROM attempts WHERE name = ? OR key LIKE ? "
+            "ORDER BY started DESC, attempt DESC LIMIT 1",
+            (ref, ref + "%"),
+        )
+        return _load(rows[0][0], AttemptRecord) if rows else None
+
+    def maker(self, path: str) -> AttemptRecord | None:
+        """The successful attempt that last made ``path`` (relative to the project)."""
+        rows = self._query(
+            "SELECT t.record FROM files f JOIN attempts t ON t.key = f.key "
+            "WHERE f.path = ? AND t.status = 'succeeded' ORDER BY t.started DESC LIMIT 1",
+            (path,),
+        )
+        return _load(rows[0][0], AttemptRecord) if rows else None
+
+    def files_made_by(self, keys: Iterable[str]) -> list[str]:
+        wanted = set(keys)
+        return sorted(p for p, k in self._query("SELECT path, key FROM files") if k in wanted)
+
+    def keys_of_flow(self, flow: str) -> list[str]:
+        rows = self._query(
+            "SELECT DISTINCT rt.key FROM run_tasks rt JOIN runs r ON r.run_id = rt.run_id "
+            "WHERE r.flow = ?",
+            (flow,),
+        )
+        return [r[0] for r in rows]
+
+    def forget_files(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+
+    def integrity(self) -> str:
+        return str(self._query("PRAGMA integrity_check")[0][0])
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"the store {self.path} cannot be read: {exc}") from None
+
+
+def open_existing(state_dir: Path) -> Store:
+    """Open the store for reading by a command; a clear error when there is none."""
+    if not (state_dir / STORE_FILE).exists():
+        raise StoreError(
+            f"there is no store in {state_dir}: run a flow here first "
+            "(or point --state-dir at the right directory)"
+        )
+    return Store.open(state_dir)
+
+
+class StoreWriter:
+    """Commits records in batches from a worker thread; the event loop never waits on disk.
+
+    ``write`` queues a record; ``await write_durable(...)`` returns once it is
+    committed (used before an attempt starts). Run :meth:`run` in a nursery, and
+    ``await flush()`` before closing.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[RunRecord | AttemptRecord | TaskOutcome] = []
+        self._waiters: list[trio.Event] = []
+        self._wake = trio.Event()
+        self._commit_lock = trio.Lock()
+        self.batches = 0
+
+    def write(self, record: RunRecord | AttemptRecord | TaskOutcome) -> None:
+        self._pending.append(record)
+        self._wake.set()
+
+    async def write_durable(self, record: RunRecord | AttemptRecord | TaskOutcome) -> None:
+        done = trio.Event()
+        self._waiters.append(done)
+        self.write(record)
+        await done.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self._commit_pending()
+
+    async def _commit_pending(self) -> None:
+        async with self._commit_lock:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                waiters, self._waiters = self._waiters, []
+                # not cancellable: once in the thread, a batch always completes
+                await trio.to_thread.run_sync(self.store.apply, batch)
+                self.batches += 1
+                for done in waiters:
+                    done.set()
+
+    async def flush(self) -> None:
+        """Commit everything queued so far (shielded: called while shutting down too)."""
+        with trio.CancelScope(shield=True):
+            await self._commit_pending()
+
+
+def fingerprint(root: str, path: str, *, digest: bool = False) -> Fingerprint | None:
+    """The fingerprint of ``path`` now (None if it does not exist); hashing blocks."""
+    full = path if os.path.isabs(path) else os.path.join(root, path)
+    try:
+        st = os.stat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    hashed = hash_file(full) if digest and not os.path.isdir(full) else None
+    return Fingerprint(path, st.st_size, st.st_mtime_ns, hashed)
+
+
+def hash_file(path: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
