@@ -558,8 +558,8 @@ class Session:
                 inputs=await self._fingerprints(job.inputs, hashing),
             )
             if self._writer is not None:
-                # durably "running" before anything can touch the outputs
-                await self._writer.write_durable(record)
+                # on record as running before anything can touch the outputs
+                self._writer.started(record)
             remove_stale(self.root, outputs)
             self._make_parent_dirs(outputs)
             spec = AttemptSpec(
@@ -911,7 +911,7 @@ async def open_session(
             db = await trio.to_thread.run_sync(Store.open, state)
             stack.callback(db.close)
             if not config.dry_run:
-                await trio.to_thread.run_sync(db.mark_died_runs)
+                await trio.to_thread.run_sync(db.recover)
                 writer = StoreWriter(db)
             history = await trio.to_thread.run_sync(db.load_history)
         for executor in executors:
@@ -943,7 +943,7 @@ async def open_session(
                         _current.reset(token)
             finally:
                 if writer is not None:
-                    await writer.flush()
+                    await writer.close()
                 store_nursery.cancel_scope.cancel()
 
 

@@ -6,6 +6,12 @@ beside the few columns that queries need. The database runs in WAL mode with
 (SQLite's journal makes each commit atomic), and many commits do not mean many fsyncs.
 Writes go through :class:`StoreWriter`, which commits whatever piled up since its last
 commit in one transaction, in a worker thread.
+
+An attempt must be recorded as running before its process starts, yet waiting for a
+commit there would add a thread round trip to every task. So the start is appended to
+a journal file first (one ``write`` call, which like a commit survives the engine's
+death), and the batch follows. A clean close empties the journal; the next session
+turns what a dead engine left in it into interrupted attempts.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ._records import (
 
 SCHEMA_VERSION = 1
 STORE_FILE = "store.sqlite"
+JOURNAL_FILE = "journal"
 
 _converter = cattrs.Converter()
 
@@ -196,15 +203,34 @@ class Store:
                 [(fp.path, record.key, record.command) for fp in record.outputs],
             )
 
-    def mark_died_runs(self) -> None:
-        """Runs still marked running belong to an engine that died: say so.
+    def recover(self) -> None:
+        """Settle what an engine that died left behind; call with the lock held.
 
-        Called with the directory's lock held, so no live session owns them.
+        Its runs still marked running are marked died, and every attempt its journal
+        says had started, but that no batch recorded as ended, is recorded as running:
+        interrupted, so its outputs are never trusted.
         """
+        journal = self.path.parent / JOURNAL_FILE
+        started: list[AttemptRecord] = []
+        if journal.exists():
+            for line in journal.read_text(errors="replace").splitlines():
+                try:
+                    started.append(_load(line, AttemptRecord))
+                except StoreError:
+                    continue  # a line cut short by the engine's death
+        interrupted = [r for r in started if not self._ended(r)]
         running = self._query("SELECT record FROM runs WHERE status = 'running'")
         died = [attrs.evolve(_load(r[0], RunRecord), status=RunStatus.DIED) for r in running]
-        if died:
-            self.apply(died)
+        if interrupted or died:
+            self.apply([*died, *interrupted])
+        journal.write_bytes(b"")
+
+    def _ended(self, record: AttemptRecord) -> bool:
+        rows = self._query(
+            "SELECT status FROM attempts WHERE run_id = ? AND key = ? AND attempt = ?",
+            (record.run_id, record.key, record.attempt),
+        )
+        return bool(rows) and rows[0][0] != AttemptStatus.RUNNING.value
 
     # -- reading ----------------------------------------------------------------------
 
@@ -315,50 +341,56 @@ def open_existing(state_dir: Path) -> Store:
 class StoreWriter:
     """Commits records in batches from a worker thread; the event loop never waits on disk.
 
-    ``write`` queues a record; ``await write_durable(...)`` returns once it is
-    committed (used before an attempt starts). Run :meth:`run` in a nursery, and
-    ``await flush()`` before closing.
+    ``write`` queues a record; ``started`` also appends it to the journal at once, so
+    that it is on record before the attempt's process starts. Run :meth:`run` in a
+    nursery, and ``await close()`` at the end.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pending: list[RunRecord | AttemptRecord | TaskOutcome] = []
-        self._waiters: list[trio.Event] = []
         self._wake = trio.Event()
         self._commit_lock = trio.Lock()
+        self._journal = os.open(
+            store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
         self.batches = 0
 
     def write(self, record: RunRecord | AttemptRecord | TaskOutcome) -> None:
         self._pending.append(record)
         self._wake.set()
 
-    async def write_durable(self, record: RunRecord | AttemptRecord | TaskOutcome) -> None:
-        done = trio.Event()
-        self._waiters.append(done)
+    def started(self, record: AttemptRecord) -> None:
+        """Record an attempt as running, durably, before its process starts."""
+        os.write(self._journal, (_dump(record) + "\n").encode())
         self.write(record)
-        await done.wait()
 
-    async def run(self) -> None:
+    async def run(self, interval: float = 0.2) -> None:
+        """Commit what is queued whenever there is something, at most every ``interval``.
+
+        The journal already has every start on record, so a commit may wait: fewer,
+        larger transactions cost the disk far less than one per task.
+        """
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
             await self._commit_pending()
+            await trio.sleep(interval)
 
     async def _commit_pending(self) -> None:
         async with self._commit_lock:
             while self._pending:
                 batch, self._pending = self._pending, []
-                waiters, self._waiters = self._waiters, []
                 # not cancellable: once in the thread, a batch always completes
                 await trio.to_thread.run_sync(self.store.apply, batch)
                 self.batches += 1
-                for done in waiters:
-                    done.set()
 
-    async def flush(self) -> None:
-        """Commit everything queued so far (shielded: called while shutting down too)."""
+    async def close(self) -> None:
+        """Commit everything queued, then empty the journal (shielded: runs at shutdown)."""
         with trio.CancelScope(shield=True):
             await self._commit_pending()
+            os.ftruncate(self._journal, 0)
+            os.close(self._journal)
 
 
 def fingerprint(root: str, path: str, *, digest: bool = False) -> Fingerprint | None:
