@@ -10,6 +10,8 @@ from ._errors import InvalidTask as InvalidTask
 from ._errors import MissingInput as MissingInput
 from ._errors import NoSession as NoSession
 from ._errors import ScriptflowError as ScriptflowError
+from ._errors import StoreError as StoreError
+from ._errors import StoreLocked as StoreLocked
 from ._errors import TaskError as TaskError
 from ._errors import TaskFailed as TaskFailed
 from ._errors import UsageError as UsageError

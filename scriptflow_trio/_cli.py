@@ -19,7 +19,14 @@ from typing import Any
 
 import trio
 
-from ._errors import FlowFileError, ScriptflowError, TaskError, TaskFailed, UsageError
+from ._errors import (
+    FlowFileError,
+    ScriptflowError,
+    StoreError,
+    TaskError,
+    TaskFailed,
+    UsageError,
+)
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
 from ._session import SessionConfig, new_run_id, open_session
 from .executors.local import LocalExecutor
@@ -191,7 +198,10 @@ async def _run(
             _print_error(error_console, leaf, verbose=args.verbose)
     if received:
         return _SIGNAL_EXIT.get(received[0], 130)
-    return EXIT_FAILED if (_leaves(errors) or failures) else EXIT_OK
+    leaves = _leaves(errors)
+    if leaves and all(isinstance(e, StoreError) for e in leaves):
+        return EXIT_USAGE  # the store or its lock, not the flow, is what to fix
+    return EXIT_FAILED if (leaves or failures) else EXIT_OK
 
 
 def _leaves(errors: list[BaseException]) -> list[BaseException]:

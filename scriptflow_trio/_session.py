@@ -38,6 +38,7 @@ from ._records import (
     AttemptStatus,
     Fingerprint,
     RunRecord,
+    RunStatus,
     TaskOutcome,
 )
 from ._store import History, Store, StoreWriter, TaskState, fingerprint, hash_file
@@ -201,7 +202,7 @@ class Session:
             pid=os.getpid(),
             host=socket.gethostname(),
         )
-        if self._writer is not None and not self.config.dry_run:
+        if self._writer is not None:
             self._writer.write(run)
         status = "failed"
         try:
@@ -216,7 +217,14 @@ class Session:
             status = "cancelled"
             raise
         finally:
-            self._emit(ev.RunFinished(self.run_id, status, time.time(), trio.current_time() - t0))
+            ended = time.time()
+            self._emit(ev.RunFinished(self.run_id, status, ended, trio.current_time() - t0))
+            if self._writer is not None:
+                counts = collections.Counter(j.state.value for j in self._jobs.values())
+                final = attrs.evolve(
+                    run, status=RunStatus(status), ended=ended, counts=dict(counts)
+                )
+                self._writer.write(final)
 
     async def wait_started(self) -> None:
         """Wait until every task submitted with ``start()`` has finished."""

@@ -1,0 +1,244 @@
+"""The store with real processes: kill -9, command changes, content hashes, the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import scriptflow_trio as sf
+from scriptflow_trio import _events as ev
+from scriptflow_trio._records import AttemptStatus, RunStatus
+from scriptflow_trio._store import Store
+
+PY = sys.executable
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+
+    def on_event(self, event: ev.Event) -> None:
+        self.events.append(event)
+
+    def reasons(self, kind: type) -> dict[str, str]:
+        return {e.name: e.reason for e in self.events if isinstance(e, kind)}
+
+
+def cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "scriptflow_trio", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+TEN_TASKS = """
+import scriptflow_trio as sf
+
+async def flow_ten():
+    await sf.bag(*[
+        sf.Task(cmd=f"echo x >> count_{i}; sleep 1; echo done > out_{i}",
+                shell=True, outputs=f"out_{i}", name=f"t{i}")
+        for i in range(10)
+    ])
+"""
+
+
+def counts(root: Path) -> dict[int, int]:
+    return {
+        i: len((root / f"count_{i}").read_text().splitlines())
+        for i in range(10)
+        if (root / f"count_{i}").exists()
+    }
+
+
+def test_kill_9_resumes_without_trusting_interrupted_outputs(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(TEN_TASKS)
+    engine = cli(tmp_path, "flows.py", "ten", "-j", "2", "--plain")
+    deadline = time.monotonic() + 20
+    # wait for 4 successes and 2 more started, then for the store's batch to commit
+    while not (len(list(tmp_path.glob("out_*"))) >= 4 and len(counts(tmp_path)) >= 6):
+        assert time.monotonic() < deadline, engine.stdout.read() if engine.stdout else ""
+        time.sleep(0.02)
+    time.sleep(0.5)
+    done_before = {int(p.name.split("_")[1]) for p in tmp_path.glob("out_*")}
+    started_before = set(counts(tmp_path))
+    engine.send_signal(signal.SIGKILL)
+    engine.communicate(timeout=10)
+    interrupted = started_before - done_before
+    assert len(done_before) >= 4 and interrupted
+    # the orphans finish and write outputs that look fresh: they must not be trusted
+    deadline = time.monotonic() + 10
+    while not all((tmp_path / f"out_{i}").exists() for i in interrupted):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    again = cli(tmp_path, "flows.py", "ten", "-j", "4", "--plain")
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, out
+    final = counts(tmp_path)
+    assert {i: final[i] for i in done_before} == dict.fromkeys(done_before, 1), out
+    assert {i: final[i] for i in interrupted} == dict.fromkeys(interrupted, 2), out
+    assert all(final[i] == 1 for i in set(range(10)) - started_before)
+    assert "its last attempt was interrupted" in out
+
+    db = sqlite3.connect(tmp_path / ".scriptflow" / "store.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = Store.open(tmp_path / ".scriptflow")
+    runs = store.runs()
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED, RunStatus.DIED]
+    assert runs[0].counts == {"succeeded": 10 - len(done_before), "skipped": len(done_before)}
+
+
+def test_a_second_session_in_the_same_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(
+        "import scriptflow_trio as sf\n"
+        "async def flow_slow():\n"
+        "    await sf.Task(cmd='sleep 3', name='slow')\n"
+    )
+    first = cli(tmp_path, "flows.py", "slow", "--plain")
+    deadline = time.monotonic() + 10
+    while (
+        not (tmp_path / ".scriptflow" / "lock").exists()
+        or not (tmp_path / ".scriptflow" / "lock").read_text()
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    second = cli(tmp_path, "flows.py", "slow", "--plain")
+    out2, _ = second.communicate(timeout=10)
+    out1, _ = first.communicate(timeout=20)
+    assert first.returncode == 0, out1
+    assert second.returncode == 2, out2
+    assert f"pid {first.pid} on " in out2 and "another scriptflow_trio session" in out2
+    assert "Traceback" not in out2
+
+
+async def test_lock_is_refused_in_process_and_freed_after(workdir: Path) -> None:
+    async with sf.open_session():
+        with pytest.raises(sf.StoreLocked, match=f"pid {os.getpid()}"):
+            async with sf.open_session():
+                pass
+    async with sf.open_session():  # released on exit
+        pass
+
+
+async def test_changed_command_reruns_and_dry_run_says_why(workdir: Path) -> None:
+    async def run(cmd: str, *, dry: bool = False) -> Recorder:
+        rec = Recorder()
+        config = sf.SessionConfig(dry_run=dry)
+        async with sf.open_session(config=config, listeners=[rec]):
+            await sf.Task(cmd=cmd, shell=True, outputs="o.txt", name="make-o")
+        return rec
+
+    await run("echo one > o.txt")
+    assert (await run("echo one > o.txt")).reasons(ev.TaskSkipped) == {"make-o": "up to date"}
+    dry = await run("echo two > o.txt", dry=True)
+    assert dry.reasons(ev.TaskWouldRun) == {
+        "make-o": "its command changed since o.txt was made (was: echo one > o.txt)"
+    }
+    assert Path("o.txt").read_text() == "one\n"
+    await run("echo two > o.txt")
+    assert Path("o.txt").read_text() == "two\n"
+    assert (await run("echo two > o.txt")).reasons(ev.TaskSkipped) == {"make-o": "up to date"}
+
+
+async def test_hash_freshness_ignores_a_touch_but_not_an_edit(workdir: Path) -> None:
+    Path("in.txt").write_text("data\n")
+
+    async def run() -> Recorder:
+        rec = Recorder()
+        async with sf.open_session(config=sf.SessionConfig(freshness="hash"), listeners=[rec]):
+            await sf.Task(cmd="cp in.txt out.txt", inputs="in.txt", outputs="out.txt")
+        return rec
+
+    await run()
+    future = time.time() + 100
+    os.utime("in.txt", (future, future))
+    assert (await run()).reasons(ev.TaskSkipped) == {
+        "out.txt": "up to date (inputs touched, contents unchanged)"
+    }
+    Path("in.txt").write_text("other\n")
+    os.utime("in.txt", (future + 10, future + 10))
+    started = (await run()).reasons(ev.AttemptStarted)
+    assert started == {"out.txt": "input in.txt is newer than output out.txt"}
+    assert Path("out.txt").read_text() == "other\n"
+
+
+async def test_per_task_hash_freshness(workdir: Path) -> None:
+    Path("in.txt").write_text("data\n")
+    for _ in range(2):
+        rec = Recorder()
+        async with sf.open_session(listeners=[rec]):
+            await sf.Task(
+                cmd="cp in.txt out.txt", inputs="in.txt", outputs="out.txt", freshness="hash"
+            )
+        future = time.time() + 100
+        os.utime("in.txt", (future, future))
+    assert rec.reasons(ev.TaskSkipped) == {
+        "out.txt": "up to date (inputs touched, contents unchanged)"
+    }
+
+
+async def test_results_and_fingerprints_are_recorded(workdir: Path) -> None:
+    code = "import json; json.dump({'score': 0.5}, open('r.json', 'w'))"
+    async with sf.open_session(config=sf.SessionConfig(freshness="hash")) as session:
+        t = await sf.Task(cmd=[PY, "-c", code], result="r.json", name="score")
+        run_id = session.run_id
+    assert t.result == {"score": 0.5}
+    store = Store.open(Path(".scriptflow"))
+    (attempt,) = store.attempts(run_id)
+    assert attempt.status is AttemptStatus.SUCCEEDED and attempt.returncode == 0
+    assert attempt.result == {"score": 0.5}
+    assert [fp.path for fp in attempt.outputs] == ["r.json"] and attempt.outputs[0].digest
+    assert Path(attempt.log_path).exists()
+    store.close()
+    async with sf.open_session():
+        again = await sf.Task(cmd=[PY, "-c", code], result="r.json", name="score")
+    assert again.result == {"score": 0.5}
+
+
+async def test_failed_and_cancelled_attempts_are_recorded(workdir: Path) -> None:
+    async with sf.open_session() as session:
+        with pytest.raises(sf.TaskFailed):
+            await sf.Task(cmd="exit 4", shell=True, name="bad", retry=1)
+        with trio.move_on_after(0.5):
+            await sf.Task(cmd="sleep 30", name="cut")
+        run_id = session.run_id
+    store = Store.open(Path(".scriptflow"))
+    by = {(a.name, a.attempt): a for a in store.attempts(run_id)}
+    assert by["bad", 1].status is AttemptStatus.FAILED and by["bad", 2].returncode == 4
+    assert by["cut", 1].status is AttemptStatus.CANCELLED
+    assert {o.name: o.status for o in store.outcomes(run_id)} == {
+        "bad": "failed",
+        "cut": "cancelled",
+    }
+
+
+def test_damaged_or_newer_store_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(
+        "import scriptflow_trio as sf\nasync def flow_x():\n    await sf.Task(cmd='true')\n"
+    )
+    state = tmp_path / ".scriptflow"
+    state.mkdir()
+    (state / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    out, _ = cli(tmp_path, "flows.py", "x").communicate(timeout=20)
+    assert "is damaged or not a store" in out and "Traceback" not in out
+    (state / "store.sqlite").unlink()
+    Store.open(state).close()
+    db = sqlite3.connect(state / "store.sqlite")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    proc = cli(tmp_path, "flows.py", "x")
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "written by a newer scriptflow_trio" in out
