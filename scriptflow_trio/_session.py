@@ -153,6 +153,7 @@ class Session:
         history: History | None = None,
     ) -> None:
         self.root = root
+        self._root_prefix = os.path.join(root, "")
         self.state_dir = state_dir
         self.config = config
         self.run_id = run_id
@@ -407,12 +408,13 @@ class Session:
                 AttemptStatus.CANCELLED: "was cancelled",
             }[state.status]
             return Decision(True, f"its last attempt {what} (run {state.run_id})")
-        command = job.task.command_line()
         for item in job.task._checked_outputs():
             if isinstance(item, Glob):
                 continue
             made = self._history.files.get(self._relative(item))
-            if made is not None and made[0] != job.key and made[1] != command:
+            if made is None or made[0] == job.key:
+                continue
+            if made[1] != job.task.command_line():
                 return Decision(True, f"its command changed since {item} was made (was: {made[1]})")
         return decision
 
@@ -482,7 +484,11 @@ class Session:
             return None
 
     def _relative(self, path: str) -> str:
-        return os.path.relpath(self._norm(path), self.root)
+        """``path`` as the store keeps it: relative to the project directory."""
+        norm = self._norm(path)
+        if norm.startswith(self._root_prefix):
+            return norm[len(self._root_prefix) :]
+        return os.path.relpath(norm, self.root)
 
     def _was_remade(self, path: str) -> bool:
         return self._norm(path) in self._remade

@@ -123,10 +123,12 @@ class Task:
         kw_only=True, default=None, alias="result", converter=attrs.converters.optional(os.fspath)
     )
     ncore: int | str | None = attrs.field(kw_only=True, default=None, repr=False)
-    _job: Job | None = attrs.field(init=False, default=None, repr=False)
-    _value: Any = attrs.field(init=False, default=None, repr=False)
-    _done: bool = attrs.field(init=False, default=False, repr=False)
-    _key: str = attrs.field(init=False, default="", repr=False)
+    _job: Job | None = attrs.field(
+        init=False, default=None, repr=False, on_setattr=attrs.setters.NO_OP
+    )
+    _value: Any = attrs.field(init=False, default=None, repr=False, on_setattr=attrs.setters.NO_OP)
+    _done: bool = attrs.field(init=False, default=False, repr=False, on_setattr=attrs.setters.NO_OP)
+    _key: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
 
     def __attrs_post_init__(self) -> None:
         if self.cores is None:
