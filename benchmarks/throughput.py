@@ -10,6 +10,10 @@ Every tool runs the same N one-process tasks -- ``touch out/I.txt`` for I in
 * optionally scriptflow 0.2.13 (``--with-scriptflow``), installed with pip into
   its own venv under the temporary directory. It is very slow (about 109 s for
   1,000 tasks), so it is off by default; if it cannot be installed it is skipped.
+  scriptflow 0.2.13 sends an HTTP request to its author's server whenever its
+  counters change, and without network access its main loop dies on the failed
+  request and the run hangs; so it is run through a small wrapper that replaces
+  that method (``Controller.notify``) with a no-op, and its row says so.
 
 Right after the full run, scriptflow_trio and make are run again in the same
 directory, where every output is up to date: those are the "no-op re-run" rows.
@@ -71,18 +75,22 @@ def task_command(output: str) -> str:
 # -- generated inputs for each tool ------------------------------------------------------
 
 
+FLOWS_TEMPLATE = """\
+import {module} as sf
+{init}
+
+async def flow_{name}():
+    tasks = [
+        sf.Task(cmd=f"touch out/{{i}}.txt", outputs=f"out/{{i}}.txt", name=f"t{{i}}")
+        for i in range({n})
+    ]
+    await sf.bag(*tasks)
+"""
+
+
 def flows_source(module: str, n: int, init: str = "") -> str:
     """A flows file whose flow ``bench`` awaits the N tasks with ``sf.bag``."""
-    return (
-        f"import {module} as sf\n"
-        f"{init}\n"
-        f"async def flow_{FLOW_NAME}():\n"
-        f"    tasks = [\n"
-        f"        sf.Task(cmd=f\"touch out/{{i}}.txt\", outputs=f\"out/{{i}}.txt\", name=f\"t{{i}}\")\n"
-        f"        for i in range({n})\n"
-        f"    ]\n"
-        f"    await sf.bag(*tasks)\n"
-    )
+    return FLOWS_TEMPLATE.format(module=module, init=init, name=FLOW_NAME, n=n)
 
 
 def makefile_source(outputs: Sequence[str]) -> str:
@@ -104,6 +112,7 @@ class Tool:
     prepare: Callable[[Path, int], None]
     argv: Callable[[Path], list[str]]
     stdin_file: str | None = None
+    timeout_per_task: float = 0.1  # seconds; the run fails after 60 s plus this per task
     noop_name: str | None = None  # if set, also time a re-run with everything up to date
 
 
@@ -139,10 +148,23 @@ def base_tools() -> list[Tool]:
     ]
 
 
+SCRIPTFLOW_WRAPPER = """\
+import sys
+import scriptflow.core
+from scriptflow.cli import cli
+
+scriptflow.core.Controller.notify = lambda self, running, capacity: None  # no phoning home
+sys.exit(cli())
+"""
+
+
 def scriptflow_tool(venv: Path) -> Tool:
-    exe = venv / "bin" / "scriptflow"
-    return Tool(f"scriptflow {SCRIPTFLOW_VERSION}", prepare_scriptflow,
-                lambda d: [str(exe), "run", FLOW_NAME])
+    wrapper = venv / "run_scriptflow.py"
+    wrapper.write_text(SCRIPTFLOW_WRAPPER)
+    python = venv / "bin" / "python"
+    return Tool(f"scriptflow {SCRIPTFLOW_VERSION} (notify stubbed)", prepare_scriptflow,
+                lambda d: [str(python), str(wrapper), "run", FLOW_NAME],
+                timeout_per_task=1.0)
 
 
 def install_scriptflow(base: Path) -> Path | None:
@@ -174,22 +196,32 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def _text(data: str | bytes | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
 def _tail(text: str, lines: int = 20) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
 
 
-def timed_run(tool: Tool, workdir: Path) -> float:
+def timed_run(tool: Tool, workdir: Path, n: int) -> float:
     """Run the tool's command in ``workdir``; return the wall time in seconds."""
     argv = tool.argv(workdir)
-    stdin = open(workdir / tool.stdin_file, "rb") if tool.stdin_file else subprocess.DEVNULL
+    timeout = 60 + tool.timeout_per_task * n
+    stdin_path = workdir / tool.stdin_file if tool.stdin_file else Path(os.devnull)
     try:
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=workdir, stdin=stdin, capture_output=True,
-                              text=True, env=clean_env())
-        elapsed = time.perf_counter() - start
-    finally:
-        if tool.stdin_file:
-            stdin.close()
+        with open(stdin_path, "rb") as stdin:
+            start = time.perf_counter()
+            proc = subprocess.run(argv, cwd=workdir, stdin=stdin, capture_output=True,
+                                  text=True, env=clean_env(), timeout=timeout)
+            elapsed = time.perf_counter() - start
+    except subprocess.TimeoutExpired as exc:
+        output = _text(exc.stdout) + _text(exc.stderr)
+        raise BenchmarkError(
+            f"{tool.name}: `{' '.join(argv)}` did not finish within {timeout:.0f} s in "
+            f"{workdir}:\n{_tail(output)}") from None
     if proc.returncode != 0:
         raise BenchmarkError(
             f"{tool.name}: `{' '.join(argv)}` exited {proc.returncode} in {workdir}:\n"
@@ -219,10 +251,10 @@ def run_tool(tool: Tool, base: Path, n: int, rep: int) -> dict[str, float]:
     (workdir / "out").mkdir()
     tool.prepare(workdir, n)
     outputs = output_names(n)
-    times = {tool.name: timed_run(tool, workdir)}
+    times = {tool.name: timed_run(tool, workdir, n)}
     before = output_mtimes(workdir, outputs, tool.name)
     if tool.noop_name:
-        times[tool.noop_name] = timed_run(tool, workdir)
+        times[tool.noop_name] = timed_run(tool, workdir, n)
         after = output_mtimes(workdir, outputs, tool.noop_name)
         touched = [out for out in outputs if after[out] != before[out]]
         if touched:
