@@ -3,6 +3,7 @@
     python -m scriptflow_trio FLOWFILE                 list the flows
     python -m scriptflow_trio FLOWFILE NAME [k=v ...]  run one
     scriptflow-trio run NAME [k=v ...]                 the same with FLOWFILE=sflow.py
+    scriptflow-trio runs|show|log|why|clean ...        look into the store (_inspect.py)
 
 Exit codes: 0 success, 1 a task or the flow failed, 2 bad input, 130 SIGINT, 143 SIGTERM.
 """
@@ -28,6 +29,8 @@ from ._errors import (
     UsageError,
 )
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
+from ._inspect import command_argv
+from ._inspect import main as inspect_main
 from ._session import SessionConfig, new_run_id, open_session
 from .executors.local import LocalExecutor
 
@@ -39,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scriptflow-trio",
         description="Run a flow (an async Python function) from a flows file, make-style.",
-        epilog="`scriptflow-trio run NAME` reads the flows file sflow.py, as scriptflow did.",
+        epilog="`scriptflow-trio run NAME` reads the flows file sflow.py, as scriptflow did. "
+        "Past runs: `scriptflow-trio runs`, `show [RUN]`, `log TASK`, `why FILE`, "
+        "`clean FLOWFILE NAME` (each with --help).",
     )
     p.add_argument("flowfile", help="the Python file that defines the flows")
     p.add_argument("name", nargs="?", help="the flow to run (omit to list them)")
@@ -72,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where logs (and the store) live (default: .scriptflow)",
     )
     p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
+    p.add_argument("--run-name", metavar="NAME", help="a name for this run (`show NAME` finds it)")
+    p.add_argument(
+        "--freshness",
+        choices=("mtime", "hash"),
+        default="mtime",
+        help="hash: a touched input whose content is unchanged is no reason to re-run",
+    )
     return p
 
 
@@ -87,7 +99,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m scriptflow_trio`` and ``scriptflow-trio``."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = command_argv(argv)  # runs, show, log, why, clean: see _inspect.py
+    if command is not None:
+        return inspect_main(command)
+    args = _parse(argv)
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -156,7 +172,11 @@ async def _run(
     plain = args.plain or not console.is_terminal
     view = TerminalView(console, plain=plain, quiet=args.quiet, verbose=args.verbose)
     config = SessionConfig(
-        force=tuple(args.force), dry_run=args.dry_run, keep_going=args.keep_going
+        force=tuple(args.force),
+        dry_run=args.dry_run,
+        keep_going=args.keep_going,
+        freshness=args.freshness,
+        run_name=args.run_name,
     )
     received: list[int] = []
     errors: list[BaseException] = []
