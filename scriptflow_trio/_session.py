@@ -883,8 +883,10 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus a random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """A unique run id that sorts by start: UTC time to the millisecond, a random suffix."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}{int(now % 1 * 1000):03d}-{secrets.token_hex(2)}"
 
 
 @asynccontextmanager

@@ -286,9 +286,9 @@ class Store:
     def last_attempt(self, ref: str) -> AttemptRecord | None:
         """The latest attempt of a task, by name or key prefix."""
         rows = self._query(
-            "SELECT record FROM attempts WHERE name = ? OR key LIKE ? "
+            "SELECT record FROM attempts WHERE name = ? OR substr(key, 1, ?) = ? "
             "ORDER BY started DESC, attempt DESC LIMIT 1",
-            (ref, ref + "%"),
+            (ref, len(ref), ref),
         )
         return _load(rows[0][0], AttemptRecord) if rows else None
 
@@ -315,7 +315,10 @@ class Store:
 
     def forget_files(self, paths: Iterable[str]) -> None:
         with self._lock:
-            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            try:
+                self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"the store {self.path} cannot be written: {exc}") from None
 
     def integrity(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
