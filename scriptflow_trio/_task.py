@@ -86,6 +86,20 @@ def _frozen_after_submit(instance: Task, attribute: attrs.Attribute, value: Any)
     return value
 
 
+def _normalize_cmd(task: Task, cmd: Any) -> str | tuple[str, ...]:
+    """A string is split with shlex (kept as typed, for display) unless it goes to the shell."""
+    task._text = ""
+    if isinstance(cmd, str):
+        if task.shell:
+            return cmd
+        task._text = cmd.strip()
+        return tuple(shlex.split(cmd))
+    if isinstance(cmd, Iterable):
+        argv = tuple(os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in cmd)
+        return shlex.join(argv) if task.shell else argv
+    raise TypeError(f"cmd must be a string or a list of arguments, not {cmd!r}")
+
+
 @attrs.define(eq=False, on_setattr=[attrs.setters.convert, _frozen_after_submit])
 class Task:
     """One command with declared inputs and outputs; ``await task`` runs it if needed.
@@ -100,7 +114,13 @@ class Task:
     not make the task run again.
     """
 
-    cmd: str | tuple[str, ...] = attrs.field(kw_only=True)
+    cmd: str | tuple[str, ...] = attrs.field(
+        kw_only=True,
+        on_setattr=[
+            lambda i, a, v: _frozen_after_submit(i, a, v),
+            lambda i, a, v: _normalize_cmd(i, v),
+        ],
+    )
     inputs: list[str | Glob] = attrs.field(kw_only=True, factory=list, converter=_path_list)
     outputs: dict[str | None, list[str | Glob]] = attrs.field(
         kw_only=True, factory=dict, converter=_outputs
@@ -129,21 +149,12 @@ class Task:
     _value: Any = attrs.field(init=False, default=None, repr=False, on_setattr=attrs.setters.NO_OP)
     _done: bool = attrs.field(init=False, default=False, repr=False, on_setattr=attrs.setters.NO_OP)
     _key: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
+    _text: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
 
     def __attrs_post_init__(self) -> None:
         if self.cores is None:
             self.cores = int(self.ncore) if self.ncore is not None else 1
-        if isinstance(self.cmd, str):
-            if not self.shell:
-                self.cmd = tuple(shlex.split(self.cmd))
-        elif isinstance(self.cmd, Iterable):
-            self.cmd = tuple(
-                os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in self.cmd
-            )
-            if self.shell:
-                self.cmd = shlex.join(self.cmd)
-        else:
-            raise TypeError(f"cmd must be a string or a list of arguments, not {self.cmd!r}")
+        object.__setattr__(self, "cmd", _normalize_cmd(self, self.cmd))  # no hooks twice
         if not self.cmd:
             raise ValueError("cmd is empty: a task needs a command to run")
         if self.retry < 0:
@@ -191,7 +202,9 @@ class Task:
 
     def command_line(self) -> str:
         """The command as one line a person can read (and paste into a shell)."""
-        return self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
+        if isinstance(self.cmd, str):
+            return self.cmd
+        return self._text or shlex.join(self.cmd)
 
     # -- awaiting ---------------------------------------------------------------------
 
