@@ -98,6 +98,9 @@ def test_kill_9_resumes_without_trusting_interrupted_outputs(tmp_path: Path) -> 
     runs = store.runs()
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED, RunStatus.DIED]
     assert runs[0].counts == {"succeeded": 10 - len(done_before), "skipped": len(done_before)}
+    listing, _ = cli(tmp_path, "runs").communicate(timeout=20)
+    assert runs[0].run_id in listing and runs[1].run_id in listing
+    assert "died" in listing and "succeeded" in listing
 
 
 def test_a_second_session_in_the_same_directory_is_refused(tmp_path: Path) -> None:
