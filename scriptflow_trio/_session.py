@@ -15,7 +15,6 @@ import contextvars
 import enum
 import fnmatch
 import json
-import math
 import os
 import re
 import secrets
@@ -568,7 +567,7 @@ class Session:
                 command=task.command_line(),
                 executor=job.executor.name,
                 started=time.time(),
-                log_path=os.path.relpath(log_path, self.root),
+                log_path=self._relative(str(log_path)),
                 inputs=await self._fingerprints(job.inputs, hashing),
             )
             if self._writer is not None:
@@ -605,15 +604,20 @@ class Session:
             since = time.time_ns() - _MTIME_SLOP_NS
             t0 = trio.current_time()
             outcome = None
+            timed_out = False
             try:
-                with trio.move_on_after(task.timeout if task.timeout else math.inf) as deadline:
+                if task.timeout:
+                    with trio.move_on_after(task.timeout) as deadline:
+                        outcome = await job.executor.run(spec)
+                    timed_out = deadline.cancelled_caught
+                else:
                     outcome = await job.executor.run(spec)
             except BaseException:
                 remove_stale(self.root, outputs)  # an interrupted attempt leaves nothing
                 self._record(record, AttemptStatus.CANCELLED, reason="interrupted")
                 raise
             returncode = None
-            if outcome is None or deadline.cancelled_caught:
+            if outcome is None or timed_out:
                 reason = f"timed out after {task.timeout:g} s"
             elif outcome.error:
                 reason = outcome.error

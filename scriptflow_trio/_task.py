@@ -152,9 +152,10 @@ class Task:
     _text: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
 
     def __attrs_post_init__(self) -> None:
+        # object.__setattr__: normalising our own fields needs none of the setattr hooks
         if self.cores is None:
-            self.cores = int(self.ncore) if self.ncore is not None else 1
-        object.__setattr__(self, "cmd", _normalize_cmd(self, self.cmd))  # no hooks twice
+            object.__setattr__(self, "cores", int(self.ncore) if self.ncore is not None else 1)
+        object.__setattr__(self, "cmd", _normalize_cmd(self, self.cmd))
         if not self.cmd:
             raise ValueError("cmd is empty: a task needs a command to run")
         if self.retry < 0:
@@ -164,7 +165,7 @@ class Task:
         if self.cores < 1:
             raise ValueError(f"cores must be 1 or more, not {self.cores}")
         if not self.name:
-            self.name = self._default_name()
+            object.__setattr__(self, "name", self._default_name())
 
     # -- identity ---------------------------------------------------------------------
 
