@@ -104,6 +104,7 @@ class Job:
     attempts: int = 0
     duration: float = 0.0
     inputs: list[str] = attrs.field(factory=list)  # expanded when decided
+    reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
 
     @property
     def ok(self) -> bool:
@@ -384,6 +385,19 @@ class Session:
         if any(fnmatch.fnmatchcase(job.name, p) for p in self.config.force):
             self._act(job, Decision(True, "forced"))
             return
+        if self._history is not None:
+            orphan = self._reattachable(job)
+            if orphan is not None:
+                job.reattach = orphan.job_id
+                self._act(
+                    job,
+                    Decision(
+                        True,
+                        f"its job {orphan.job_id} from run {orphan.run_id} "
+                        "may still run: waiting for it",
+                    ),
+                )
+                return
         decision = decide(self.root, inputs, task._checked_outputs(), was_remade=self._was_remade)
         if self._history is None:
             self._act(job, decision)
@@ -416,6 +430,19 @@ class Session:
             if made[1] != job.task.command_line():
                 return Decision(True, f"its command changed since {item} was made (was: {made[1]})")
         return decision
+
+    def _reattachable(self, job: Job) -> AttemptRecord | None:
+        """The job of a dead engine's attempt at this task, if its executor can wait for it."""
+        assert self._history is not None
+        state = self._history.tasks.get(job.key)
+        if state is None or state.status is not AttemptStatus.RUNNING:
+            return None
+        if not job.executor.supports_reattach:
+            return None
+        record = state.record()
+        if not record.job_id or record.executor != job.executor.name:
+            return None
+        return record
 
     async def _decide_by_content(
         self, job: Job, inputs: list[str], state: TaskState, fallback: Decision
@@ -588,6 +615,8 @@ class Session:
                 mem=task.mem,
                 timeout=task.timeout,
                 on_output=None if task.quiet else self._output_printer(job.name),
+                on_submitted=self._submission_recorder(record),
+                reattach=job.reattach if attempt == 1 else "",
             )
             self._emit(
                 ev.AttemptStarted(
@@ -698,6 +727,15 @@ class Session:
             return tuple(fp for fp in found if fp is not None)
 
         return await trio.to_thread.run_sync(take) if digest else take()
+
+    def _submission_recorder(self, record: AttemptRecord) -> Callable[[str], None]:
+        """Journal the job id an executor got, so a later engine can wait for that job."""
+
+        def submitted(job_id: str) -> None:
+            if self._writer is not None:
+                self._writer.started(attrs.evolve(record, job_id=job_id))
+
+        return submitted
 
     def _output_printer(self, name: str) -> Callable[[str], None]:
         def emit(line: str) -> None:

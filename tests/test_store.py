@@ -245,3 +245,53 @@ def test_damaged_or_newer_store_is_a_clear_error(tmp_path: Path) -> None:
     proc = cli(tmp_path, "flows.py", "x")
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "written by a newer scriptflow_trio" in out
+
+
+REATTACH_ENGINE = """
+import sys, trio
+import scriptflow_trio as sf
+
+class Cluster(sf.Executor):
+    name = "cluster"
+    supports_reattach = True
+    capacity = 4
+
+    async def run(self, spec):
+        spec.on_submitted("J42")
+        print("submitted", flush=True)
+        await trio.sleep_forever()
+
+async def main():
+    async with sf.open_session(executors=[Cluster()]):
+        await sf.Task(cmd="simulate", outputs="sim.txt", name="sim")
+
+trio.run(main)
+"""
+
+
+async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(workdir: Path) -> None:
+    Path("engine.py").write_text(REATTACH_ENGINE)
+    engine = subprocess.Popen([PY, "engine.py"], stdout=subprocess.PIPE, text=True)
+    assert engine.stdout is not None and engine.stdout.readline() == "submitted\n"
+    engine.kill()
+    engine.wait()
+    seen: list[str] = []
+
+    class Cluster(sf.Executor):
+        name = "cluster"
+        supports_reattach = True
+        capacity = 4
+
+        async def run(self, spec: sf.AttemptSpec) -> sf.Outcome:
+            seen.append(spec.reattach)
+            assert spec.on_submitted is not None
+            spec.on_submitted(spec.reattach or "J43")
+            Path("sim.txt").write_text("done")
+            return sf.Outcome(0, time.time(), time.time(), job_id=spec.reattach or "J43")
+
+    rec = Recorder()
+    async with sf.open_session(executors=[Cluster()], listeners=[rec]):
+        await sf.Task(cmd="simulate", outputs="sim.txt", name="sim")
+    assert seen == ["J42"]
+    (reason,) = rec.reasons(ev.AttemptStarted).values()
+    assert reason.startswith("its job J42 from run ") and reason.endswith("waiting for it")

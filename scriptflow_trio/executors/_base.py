@@ -35,6 +35,12 @@ class AttemptSpec:
     timeout: float | None = None
     # Called with each line of output when the task is not quiet; None when it is.
     on_output: Callable[[str], None] | None = None
+    # Called by the executor with the job id as soon as it has one (a cluster job
+    # submitted), so that the store knows it while the job runs.
+    on_submitted: Callable[[str], None] | None = None
+    # A job id this executor gave an attempt of the same task in an engine that died:
+    # wait for that job instead of submitting a new one (see ``supports_reattach``).
+    reattach: str = ""
 
     @property
     def shell(self) -> bool:
@@ -62,6 +68,8 @@ class Executor(abc.ABC):
 
     #: the name tasks use to pick this executor (``Task(executor="local")``)
     name: str = "executor"
+    #: whether ``run`` can wait for a job of a previous engine (``AttemptSpec.reattach``)
+    supports_reattach: bool = False
 
     @property
     @abc.abstractmethod
