@@ -31,5 +31,8 @@ from .executors._base import AttemptSpec as AttemptSpec
 from .executors._base import Executor as Executor
 from .executors._base import Outcome as Outcome
 from .executors.local import LocalExecutor as LocalExecutor
+from .executors.sge import PBSExecutor as PBSExecutor
+from .executors.sge import SGEExecutor as SGEExecutor
+from .executors.slurm import SlurmExecutor as SlurmExecutor
 
 __version__ = "0.1.0"
