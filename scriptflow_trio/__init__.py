@@ -30,6 +30,7 @@ from ._task import glob as glob
 from .executors._base import AttemptSpec as AttemptSpec
 from .executors._base import Executor as Executor
 from .executors._base import Outcome as Outcome
+from .executors.dask import DaskExecutor as DaskExecutor
 from .executors.local import LocalExecutor as LocalExecutor
 from .executors.sge import PBSExecutor as PBSExecutor
 from .executors.sge import SGEExecutor as SGEExecutor

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import traceback
@@ -32,9 +33,12 @@ from ._flowfile import FlowFile, bind_arguments, load_flow_file
 from ._inspect import command_argv
 from ._inspect import main as inspect_main
 from ._session import SessionConfig, new_run_id, open_session
+from .executors._base import Executor
 from .executors.local import LocalExecutor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# a flows file whose tasks say executor="dask" gets a Dask executor without asking
+_NAMES_DASK = re.compile(r"""\bexecutor\s*=\s*["']dask["']""")
 _SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -50,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="the flow to run (omit to list them)")
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments of the flow")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="local slots (default: CPU count)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where tasks that name no executor run (default: local)",
+    )
+    p.add_argument(
+        "--dask-workers",
+        type=int,
+        metavar="N",
+        help="run the Dask executor on a local cluster of N worker processes (default: 2)",
+    )
+    p.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="run the Dask executor on the existing scheduler at ADDR (tcp://host:port)",
+    )
     p.add_argument("-n", "--dry-run", action="store_true", help="say what would run, run nothing")
     p.add_argument(
         "-f",
@@ -123,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs = bind_arguments(fn, args.name, args.args)
         if args.jobs is not None and args.jobs < 1:
             raise UsageError(f"-j/--jobs must be 1 or more, not {args.jobs}")
+        _check_dask_options(args, flows)
         return trio.run(_run, fn, kwargs, args, console, errors)
     except UsageError as exc:
         _print_error(errors, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
@@ -144,6 +166,35 @@ def _apply_init_config(args: argparse.Namespace, flows: FlowFile) -> None:
         args.verbose = True
     if config.get("classic_terminal"):
         args.plain = True
+
+
+def _check_dask_options(args: argparse.Namespace, flows: FlowFile) -> None:
+    """Decide whether the run needs a Dask executor (``args.dask``)."""
+    if args.dask_workers is not None and args.dask_workers < 1:
+        raise UsageError(f"--dask-workers must be 1 or more, not {args.dask_workers}")
+    if args.dask_workers is not None and args.dask_address:
+        raise UsageError("give --dask-workers (a local cluster) or --dask-address, not both")
+    try:
+        names_dask = bool(_NAMES_DASK.search(flows.path.read_text(errors="replace")))
+    except OSError:
+        names_dask = False
+    args.dask = (
+        args.executor == "dask"
+        or names_dask
+        or args.dask_workers is not None
+        or bool(args.dask_address)
+    )
+
+
+def _executors(args: argparse.Namespace) -> list[Executor]:
+    """The session's executors; the first is the default one."""
+    local = LocalExecutor(args.jobs)
+    if not getattr(args, "dask", False):
+        return [local]
+    from .executors.dask import DaskExecutor
+
+    dask = DaskExecutor(args.dask_address, workers=args.dask_workers or 2)
+    return [dask, local] if args.executor == "dask" else [local, dask]
 
 
 def _list_flows(console: Any, flows: FlowFile) -> None:
@@ -196,7 +247,7 @@ async def _run(
             with run_scope:
                 try:
                     async with open_session(
-                        executors=[LocalExecutor(args.jobs)],
+                        executors=_executors(args),
                         state_dir=args.state_dir,
                         config=config,
                         listeners=[view],
