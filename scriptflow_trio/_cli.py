@@ -34,6 +34,7 @@ from ._inspect import command_argv
 from ._inspect import main as inspect_main
 from ._session import SessionConfig, new_run_id, open_session
 from .executors._base import Executor
+from .executors._clusters import BATCH_EXECUTORS, batch_executor
 from .executors.local import LocalExecutor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -56,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="local slots (default: CPU count)")
     p.add_argument(
         "--executor",
-        choices=("local", "dask"),
+        choices=("local", "dask", *BATCH_EXECUTORS),
         default="local",
-        help="where tasks that name no executor run (default: local)",
+        help="where tasks that name no executor run (default: local); slurm, sge and pbs "
+        "take their settings from sf.init({'executors': {'slurm': {...}}})",
     )
     p.add_argument(
         "--dask-workers",
@@ -157,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _apply_init_config(args: argparse.Namespace, flows: FlowFile) -> None:
     """Fold scriptflow's ``sf.init({...})`` into the options; the command line wins."""
     config = flows.config
-    local = (config.get("executors") or {}).get("local") or {}
+    args.executors_config = config.get("executors") or {}
+    local = args.executors_config.get("local") or {}
     if args.jobs is None and local.get("maxsize"):
         args.jobs = int(local["maxsize"])
     if config.get("force") and not args.force:
@@ -189,12 +192,16 @@ def _check_dask_options(args: argparse.Namespace, flows: FlowFile) -> None:
 def _executors(args: argparse.Namespace) -> list[Executor]:
     """The session's executors; the first is the default one."""
     local = LocalExecutor(args.jobs)
+    executors: list[Executor] = [local]
+    if args.executor in BATCH_EXECUTORS:  # the default, and local for executor="local"
+        config = getattr(args, "executors_config", None)
+        executors.insert(0, batch_executor(args.executor, config))
     if not getattr(args, "dask", False):
-        return [local]
+        return executors
     from .executors.dask import DaskExecutor
 
     dask = DaskExecutor(args.dask_address, workers=args.dask_workers or 2)
-    return [dask, local] if args.executor == "dask" else [local, dask]
+    return [dask, local] if args.executor == "dask" else [*executors, dask]
 
 
 def _list_flows(console: Any, flows: FlowFile) -> None:

@@ -381,3 +381,80 @@ async def test_pbs_falls_back_to_one_qdel_per_job_where_a_site_wants_that(
     out = (await trio.run_process(["qstat"], capture_stdout=True)).stdout.decode()
     states = [line.split()[4] for line in out.splitlines()[2:]]
     assert states == ["C", "C", "C"]
+
+
+FLOWS = """
+import scriptflow_trio as sf
+
+sf.init({{"executors": {{"{kind}": {settings!r}}}}})
+
+async def flow_go():
+    tasks = [sf.Task(cmd=f"echo {{i}} > c{{i}}.txt", shell=True, outputs=f"c{{i}}.txt",
+                     name=f"c{{i}}") for i in range(3)]
+    here = sf.Task(cmd="echo local > here.txt", shell=True, outputs="here.txt",
+                   name="here", executor="local")
+    await sf.bag(*tasks, here)
+
+async def flow_sleepers():
+    await sf.bag([sf.Task(cmd=f"sleep 300; touch z{{i}}", shell=True, outputs=f"z{{i}}",
+                          name=f"z{{i}}") for i in range(4)])
+"""
+
+CLI_SETTINGS = {"poll_interval": INTERVAL, "cancel_window": 0.1, "exit_grace": 3}
+
+
+def write_flows(cluster: Cluster, **settings) -> None:
+    Path("flows.py").write_text(
+        FLOWS.format(kind=cluster.kind, settings={**CLI_SETTINGS, **settings})
+    )
+
+
+def run_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "scriptflow_trio", "flows.py", *args, "--executor", cluster.kind, "--plain"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_the_cli_runs_a_flow_on_the_cluster_and_keeps_local_tasks_local(
+    cluster: Cluster, workdir: Path
+):
+    write_flows(cluster, maxsize=5)
+    done = await trio.to_thread.run_sync(run_cli, cluster, "go")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [Path(f"c{i}.txt").read_text() for i in range(3)] == ["0\n", "1\n", "2\n"]
+    assert Path("here.txt").read_text() == "local\n"
+    assert len(cluster.submitted()) == 3
+
+
+async def test_the_cli_says_which_setting_to_fix_when_the_scheduler_refuses(
+    cluster: Cluster, workdir: Path
+):
+    write_flows(cluster, **cluster.bad_queue)
+    done = await trio.to_thread.run_sync(run_cli, cluster, "go")
+    (setting,) = cluster.bad_queue
+    assert done.returncode == 1
+    assert cluster.complaint in done.stdout
+    assert f"fix the {cluster.kind} executor's `{setting}` setting" in done.stdout
+
+
+async def test_ctrl_c_of_the_cli_leaves_no_job_in_the_queue(cluster: Cluster, workdir: Path):
+    write_flows(cluster)
+    argv = [PY, "-m", "scriptflow_trio", "flows.py", "sleepers", "--executor", cluster.kind]
+    engine = subprocess.Popen([*argv, "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await wait_until(lambda: len(cluster.submitted()) == 4, 60, "4 submissions")
+        ids = cluster.submitted()
+        await wait_until(lambda: len(cluster.running(ids)) >= 2, 60, "running jobs")
+        t0 = time.monotonic()
+        engine.send_signal(signal.SIGINT)
+        await wait_until(lambda: engine.poll() is not None, 15, "the engine to exit")
+        await wait_until(lambda: not cluster.live(ids), 15 - (time.monotonic() - t0), "no job")
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+        engine.wait()
+    assert engine.returncode == 130
+    print(f"{cluster.kind}: Ctrl-C to an empty queue in {time.monotonic() - t0:.1f} s")
