@@ -321,7 +321,8 @@ async def test_an_unreachable_scheduler_is_a_clear_error_naming_it(workdir):
 async def test_jobqueue_slurm_cluster_makes_one_worker_of_its_cores_per_job(workdir):
     # No SLURM here: this checks the cluster the executor sets up and the job script it
     # would submit; nothing is submitted while no task asks (minimum 0).
-    pytest.importorskip("dask_jobqueue")
+    if importlib.util.find_spec("dask_jobqueue") is None:  # not imported here: see below
+        pytest.skip("dask-jobqueue is not installed")
     executor = sf.DaskExecutor(
         jobqueue={
             "kind": "slurm",
@@ -343,6 +344,52 @@ async def test_jobqueue_slurm_cluster_makes_one_worker_of_its_cores_per_job(work
     assert "#SBATCH --cpus-per-task=2" in script
     assert "--nthreads 2" in script and "--nworkers" not in script
     assert "--resources cores=2" in script
+
+
+def slurm_running() -> bool:
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(state in out for state in ("idle", "mix", "alloc"))
+
+
+@pytest.mark.slurm
+async def test_jobqueue_on_slurm_runs_the_example_flow_on_workers_that_are_jobs(workdir):
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        pytest.skip("dask-jobqueue is not installed")
+    if not slurm_running():
+        pytest.skip("no SLURM is running (tests/cluster/setup.sh starts one)")
+    Path("combine.py").write_text(COMBINE)
+    executor = sf.DaskExecutor(
+        jobqueue={
+            "kind": "slurm",
+            "cores": 1,
+            "memory": "1GB",
+            "maximum": 2,
+            # the test SLURM does not schedule memory: no --mem directive
+            "job_directives_skip": ["--mem"],
+            "log_directory": str(workdir / "slurm-logs"),
+            "scheduler_options": {
+                "host": "127.0.0.1",
+                "dashboard": False,
+                "dashboard_address": "127.0.0.1:0",
+            },
+        },
+    )
+
+    async def flow() -> None:
+        await flow_sleepit()
+        await sf.Task(cmd="echo $SLURM_JOB_ID > job.txt", shell=True, outputs="job.txt")
+
+    with trio.fail_after(120):
+        async with sf.open_session(executors=[executor]) as session:
+            assert executor.capacity == 2
+            await session.run(flow)
+    assert Path("final.txt").read_text() == "10\n"
+    assert Path("job.txt").read_text().strip().isdigit()  # the worker ran as a SLURM job
 
 
 def test_without_dask_the_error_says_how_to_install_it(monkeypatch):

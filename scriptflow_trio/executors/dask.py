@@ -587,12 +587,33 @@ def _set_value(attempt: _Attempt, value: object) -> None:
     attempt.done.set()
 
 
-async def _start_jobqueue(config: dict[str, Any]) -> Any:
-    """A dask-jobqueue cluster: one worker of ``cores`` cores per batch job, adaptive."""
+def _import_jobqueue() -> Any:
+    """Import dask_jobqueue from the bridge thread, keeping the engine's signal handlers.
+
+    Its ``runner`` module sets a SIGINT handler (``sys.exit``) when imported, which
+    would take Ctrl-C from the engine; from a thread other than the main one it fails.
+    While it is imported here, ``signal.signal`` calls from this thread are ignored.
+    """
+    real = signal.signal
+
+    def from_main_thread_only(signum: Any, handler: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return real(signum, handler)
+        return signal.getsignal(signum)
+
+    signal.signal = from_main_thread_only  # type: ignore[assignment]
     try:
         import dask_jobqueue
     except ImportError:
         raise ExecutorError(_INSTALL_JOBQUEUE) from None
+    finally:
+        signal.signal = real
+    return dask_jobqueue
+
+
+async def _start_jobqueue(config: dict[str, Any]) -> Any:
+    """A dask-jobqueue cluster: one worker of ``cores`` cores per batch job, adaptive."""
+    dask_jobqueue = _import_jobqueue()
     options = dict(config)
     kind = str(options.pop("kind")).lower()
     minimum = int(options.pop("minimum", 0))
