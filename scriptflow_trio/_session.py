@@ -650,6 +650,8 @@ class Session:
                 reason = f"timed out after {task.timeout:g} s"
             elif outcome.error:
                 reason = outcome.error
+            elif outcome.lost:
+                reason = outcome.lost
             else:
                 returncode = outcome.returncode
                 if returncode != 0:

@@ -300,6 +300,7 @@ async def test_a_dead_worker_fails_the_attempt_and_the_retry_runs_elsewhere(
     assert int(Path("second.worker").read_text()) != worker
     first, second = rec.of(ev.AttemptFinished)
     assert not first.ok and first.will_retry and second.ok
+    assert "died while running this attempt" in first.reason
     log = sorted(Path(".scriptflow/logs").rglob("*.1.log"))[0].read_text()
     assert "died while running this attempt" in log
     # the worker's guard killed what the dead worker had started

@@ -52,7 +52,9 @@ class Outcome:
     """How an attempt ended, as far as the executor can tell.
 
     ``error`` is set when the command could not be started at all (not found, not
-    executable); then ``returncode`` is None.
+    executable): the session does not retry that. ``lost`` says why an attempt ended
+    with no exit code (its worker died, its job vanished): that failure is retried.
+    In both cases ``returncode`` is None.
     """
 
     returncode: int | None
@@ -61,6 +63,7 @@ class Outcome:
     host: str = ""
     job_id: str = ""
     error: str = ""
+    lost: str = ""
 
 
 class Executor(abc.ABC):

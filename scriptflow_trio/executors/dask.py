@@ -228,9 +228,9 @@ async def _outcome(attempt: _Attempt, started: float) -> Outcome:
     ended = time.time()
     log_path = attempt.spec.log_path
     if isinstance(value, _Lost):
-        # not ``error``: that means "cannot start", which the session does not retry
+        # ``lost``, not ``error`` (which means "cannot start"): the session retries it
         await trio.to_thread.run_sync(_append, log_path, f"scriptflow_trio: {value.message}")
-        return Outcome(None, started, ended, value.host, job_id=attempt.id)
+        return Outcome(None, started, ended, value.host, job_id=attempt.id, lost=value.message)
     message = f"the Dask executor could not run it: {value}"
     await trio.to_thread.run_sync(_append, log_path, f"scriptflow_trio: {message}")
     return Outcome(None, started, ended, job_id=attempt.id, error=message)
