@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -143,7 +143,7 @@ def _shim(folder: Path, program: str) -> None:
         pytest.param("pbs", marks=pytest.mark.pbs),
     ]
 )
-def cluster(request, workdir: Path, tmp_path_factory, monkeypatch) -> Cluster:
+def cluster(request, workdir: Path, tmp_path_factory, monkeypatch) -> Iterator[Cluster]:
     kind = request.param
     if kind == "slurm":
         if not slurm_running():
@@ -190,7 +190,12 @@ def cluster(request, workdir: Path, tmp_path_factory, monkeypatch) -> Cluster:
     for program in (c.submit, c.query, c.cancel):
         _shim(c.shims, program)
     monkeypatch.setenv("PATH", f"{c.shims}{os.pathsep}{os.environ['PATH']}")
-    return c
+    yield c
+    # a failed test must not leave jobs behind to block the next ones
+    left = c.live(c.submitted())
+    if left:
+        real = os.environ["PATH"].split(os.pathsep, 1)[1]
+        subprocess.run([shutil.which(c.cancel, path=real) or c.cancel, *left], check=False)
 
 
 class Recorder:
@@ -458,3 +463,26 @@ async def test_ctrl_c_of_the_cli_leaves_no_job_in_the_queue(cluster: Cluster, wo
         engine.wait()
     assert engine.returncode == 130
     print(f"{cluster.kind}: Ctrl-C to an empty queue in {time.monotonic() - t0:.1f} s")
+
+
+async def test_a_failing_scheduler_query_is_retried_not_taken_as_a_lost_job(
+    cluster: Cluster, workdir: Path
+):
+    # the query shim fails its first three calls, as a busy controller does
+    shim = cluster.shims / cluster.query
+    fails = cluster.shims / "fails"
+    fails.write_text("3")
+    shim.write_text(
+        shim.read_text().replace(
+            "#!/bin/sh\n",
+            "#!/bin/sh\n"
+            f'n=$(cat {fails}); if [ "$n" -gt 0 ]; then echo $((n - 1)) > {fails}; '
+            'echo "Socket timed out on send/recv operation" >&2; exit 1; fi\n',
+            1,
+        )
+    )
+    with trio.fail_after(120):
+        async with sf.open_session(executors=[cluster.make(exit_grace=1)]):
+            await sf.Task(cmd="sleep 2; echo ok > ok.txt", shell=True, outputs="ok.txt")
+    assert Path("ok.txt").read_text() == "ok\n"
+    assert fails.read_text().strip() == "0"

@@ -242,8 +242,10 @@ class BatchExecutor(Executor):
         self._background = trio.CancelScope(shield=True)
         self._have_jobs = trio.Event()
         self._wake = trio.Event()
-        self._cancel_send, self._cancel_receive = trio.open_memory_channel[str](math.inf)
+        self._to_cancel: dict[str, None] = {}  # ids waiting for the next cancel call
+        self._cancel_asked = trio.Event()
         self._submit_lock = trio.Lock()
+        self._cancel_lock = trio.Lock()  # held while a cancel command runs
         self._last_submit = -math.inf
         self._delay = poll_interval
         #: how many times the scheduler was queried (one call each)
@@ -313,6 +315,9 @@ class BatchExecutor(Executor):
                 with trio.move_on_after(self.cancel_timeout):
                     for job in live:
                         await job.done.wait()
+                    # cancellations still waiting for their batch, or being sent, must
+                    # reach the scheduler before the canceller stops
+                    await self._cancel_batch()  # waits for one being sent
         finally:
             self._background.cancel()
             stack, self._stack = self._stack, None
@@ -523,22 +528,25 @@ class BatchExecutor(Executor):
             return
         job.cancelling = True
         if not job.done.is_set():
-            self._cancel_send.send_nowait(job.job_id)
+            self._to_cancel[job.job_id] = None
+            self._cancel_asked.set()
 
     async def _cancel_forever(self) -> None:
         while True:
-            first = await self._cancel_receive.receive()
-            await trio.sleep(self.cancel_window)
-            ids = [first]
-            while True:
-                try:
-                    ids.append(self._cancel_receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self._cancel_jobs(list(dict.fromkeys(ids)))
+            await self._cancel_asked.wait()
+            await trio.sleep(self.cancel_window)  # collect the others cancelled meanwhile
+            await self._cancel_batch()
             self._wake.set()  # look again soon: the attempts wait for the confirmation
 
-    async def _cancel_jobs(self, ids: list[str]) -> None:
+    async def _cancel_batch(self) -> None:
+        """One cancel call for every id asked for since the last one."""
+        async with self._cancel_lock:
+            ids, self._to_cancel = list(self._to_cancel), {}
+            self._cancel_asked = trio.Event()
+            if ids:
+                await self._send_cancel(ids)
+
+    async def _send_cancel(self, ids: list[str]) -> None:
         try:
             result = await run_command(self.cancel_argv(ids))
         except SchedulerError as exc:

@@ -103,7 +103,13 @@ CONF
 
 setup_sge() {
     export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
+    # as for SLURM: more slots than cores, the tests' jobs mostly sleep
+    local slots
+    slots=$(nproc)
+    [ "$slots" -lt 8 ] && slots=8
     if qstat >/dev/null 2>&1 && qhost 2>/dev/null | grep -q "$host"; then
+        qconf -mattr queue slots "$slots" all.q >/dev/null 2>&1 || true
+        qconf -mattr queue shell_start_mode unix_behavior all.q >/dev/null 2>&1 || true
         say "Grid Engine is already running"
         return 0
     fi
@@ -137,7 +143,9 @@ setup_sge() {
     qconf -ssconf | sed -e 's/^schedule_interval .*/schedule_interval 0:0:1/' >"$tmp/sched"
     qconf -Msconf "$tmp/sched" >/dev/null 2>&1 || true
     if ! qconf -sq all.q >/dev/null 2>&1; then
-        qconf -sq >/dev/null 2>&1 || true
+        # shell_start_mode unix_behavior: job scripts run by their #! line, as with
+        # SLURM, not as login shells (which read the submitter's profile; a job killed
+        # meanwhile can leave its locks behind)
         cat >"$tmp/queue" <<QUEUE
 qname                 all.q
 hostlist              $host
@@ -153,12 +161,12 @@ qtype                 BATCH INTERACTIVE
 ckpt_list             NONE
 pe_list               NONE
 rerun                 FALSE
-slots                 $(nproc)
+slots                 $slots
 tmpdir                /tmp
 shell                 /bin/bash
 prolog                NONE
 epilog                NONE
-shell_start_mode      posix_compliant
+shell_start_mode      unix_behavior
 starter_method        NONE
 suspend_method        NONE
 resume_method         NONE
@@ -191,6 +199,9 @@ s_vmem                INFINITY
 h_vmem                INFINITY
 QUEUE
         qconf -Aq "$tmp/queue" >/dev/null
+    else
+        qconf -mattr queue slots "$slots" all.q >/dev/null 2>&1 || true
+        qconf -mattr queue shell_start_mode unix_behavior all.q >/dev/null 2>&1 || true
     fi
     rm -rf "$tmp"
     mkdir -p "$SGE_ROOT/$SGE_CELL/spool"
