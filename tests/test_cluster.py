@@ -486,3 +486,23 @@ async def test_a_failing_scheduler_query_is_retried_not_taken_as_a_lost_job(
             await sf.Task(cmd="sleep 2; echo ok > ok.txt", shell=True, outputs="ok.txt")
     assert Path("ok.txt").read_text() == "ok\n"
     assert fails.read_text().strip() == "0"
+
+
+async def test_a_lost_job_is_retried(cluster: Cluster, workdir: Path):
+    async def kill_first() -> None:
+        await wait_until(lambda: len(cluster.submitted()) == 1, 30, "the submission")
+        ids = cluster.submitted()
+        await wait_until(lambda: Path("first").exists(), 60, "the first attempt to start")
+        await trio.run_process([cluster.cancel, *ids], check=False, capture_stdout=True)
+
+    cmd = "if [ -e first ]; then echo ok > v.txt; else touch first; sleep 300; fi"
+    rec = Recorder()
+    with trio.fail_after(90):
+        async with sf.open_session(executors=[cluster.make(exit_grace=2)], listeners=[rec]):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_first)
+                await sf.Task(cmd=cmd, shell=True, name="victim", outputs="v.txt", retry=1)
+    assert Path("v.txt").read_text() == "ok\n"
+    assert len(cluster.submitted()) == 2
+    (failed,) = [e for e in rec.events if isinstance(e, ev.AttemptFinished) and not e.ok]
+    assert cluster.submitted()[0] in failed.reason

@@ -360,7 +360,8 @@ class BatchExecutor(Executor):
         ended = time.time()
         if job.error:
             await trio.to_thread.run_sync(_append, spec.log_path, job.error)
-            return Outcome(None, started, ended, job.host, job_id=job_id, error=job.error)
+            # the job ran, or was meant to: a retry may fare better
+            return Outcome(None, started, ended, job.host, job_id=job_id, lost=job.error)
         return Outcome(job.returncode, started, ended, job.host, job_id=job_id)
 
     # -- job scripts --------------------------------------------------------------------
