@@ -105,6 +105,7 @@ class Job:
     duration: float = 0.0
     inputs: list[str] = attrs.field(factory=list)  # expanded when decided
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
+    reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
 
     @property
     def ok(self) -> bool:
@@ -389,6 +390,7 @@ class Session:
             orphan = self._reattachable(job)
             if orphan is not None:
                 job.reattach = orphan.job_id
+                job.reattach_since = int(orphan.started * 1e9)
                 self._act(
                     job,
                     Decision(
@@ -600,7 +602,9 @@ class Session:
             if self._writer is not None:
                 # on record as running before anything can touch the outputs
                 self._writer.started(record)
-            remove_stale(self.root, outputs)
+            reattaching = attempt == 1 and bool(job.reattach)
+            if not reattaching:  # a dead engine's job may have made its outputs already
+                remove_stale(self.root, outputs)
             self._make_parent_dirs(outputs)
             spec = AttemptSpec(
                 name=job.name,
@@ -610,6 +614,8 @@ class Session:
                 cwd=resolve(self.root, task.cwd) if task.cwd else self.root,
                 env=task.env,
                 log_path=log_path,
+                run_id=self.run_id,
+                state_dir=self.state_dir,
                 outputs=tuple(resolve(self.root, o) for o in outputs if not isinstance(o, Glob)),
                 cores=task.cores,
                 mem=task.mem,
@@ -630,7 +636,7 @@ class Session:
                     time.time(),
                 )
             )
-            since = time.time_ns() - _MTIME_SLOP_NS
+            since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
             t0 = trio.current_time()
             outcome = None
             timed_out = False

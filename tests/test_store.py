@@ -269,12 +269,17 @@ trio.run(main)
 """
 
 
-async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(workdir: Path) -> None:
+@pytest.mark.parametrize("finished_before_restart", [False, True])
+async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(
+    workdir: Path, finished_before_restart: bool
+) -> None:
     Path("engine.py").write_text(REATTACH_ENGINE)
     engine = subprocess.Popen([PY, "engine.py"], stdout=subprocess.PIPE, text=True)
     assert engine.stdout is not None and engine.stdout.readline() == "submitted\n"
     engine.kill()
     engine.wait()
+    if finished_before_restart:  # the job made its output while no engine watched
+        Path("sim.txt").write_text("done")
     seen: list[str] = []
 
     class Cluster(sf.Executor):
@@ -286,7 +291,8 @@ async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(workdir:
             seen.append(spec.reattach)
             assert spec.on_submitted is not None
             spec.on_submitted(spec.reattach or "J43")
-            Path("sim.txt").write_text("done")
+            if not finished_before_restart:
+                Path("sim.txt").write_text("done")
             return sf.Outcome(0, time.time(), time.time(), job_id=spec.reattach or "J43")
 
     rec = Recorder()

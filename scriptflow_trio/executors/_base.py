@@ -29,6 +29,8 @@ class AttemptSpec:
     cwd: str
     env: dict[str, str] | None  # added to the engine's environment
     log_path: Path
+    run_id: str = ""  # the session's run, for naming and tagging jobs
+    state_dir: Path | None = None  # the session's state directory (job scripts go there)
     outputs: tuple[str, ...] = ()  # absolute paths of the literal outputs
     cores: int = 1
     mem: str | int | float | None = None

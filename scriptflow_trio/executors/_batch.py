@@ -328,7 +328,7 @@ class BatchExecutor(Executor):
         if self._stack is None:
             raise RuntimeError(f"enter the {self.name} executor (async with) before running")
         started = time.time()
-        state_dir = self.state_dir or spec.log_path.parent.parent.parent
+        state_dir = self.state_dir or spec.state_dir or spec.log_path.parent.parent.parent
         exit_dir = state_dir / "jobs" / "exit"
         if spec.reattach:
             job_id = spec.reattach
@@ -372,7 +372,7 @@ class BatchExecutor(Executor):
 
     def job_name(self, spec: AttemptSpec) -> str:
         """The job's name: the prefix, the run id (one query finds a run's jobs), the task."""
-        run = spec.log_path.parent.name
+        run = spec.run_id or spec.log_path.parent.name
         return f"{self.job_prefix}-{safe_name(run, 40)}-{safe_name(spec.name, 40)}"
 
     def directive_lines(self, spec: AttemptSpec, job_name: str) -> list[str]:
@@ -380,7 +380,7 @@ class BatchExecutor(Executor):
         raise NotImplementedError
 
     def script_path(self, spec: AttemptSpec, state_dir: Path) -> Path:
-        run = spec.log_path.parent.name
+        run = spec.run_id or spec.log_path.parent.name
         file = f"{safe_name(spec.name)}-{spec.key[:8]}.{spec.attempt}.sh"
         return state_dir / "jobs" / run / file
 

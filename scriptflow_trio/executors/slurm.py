@@ -79,7 +79,7 @@ class SlurmExecutor(BatchExecutor):
 
     def directive_lines(self, spec: AttemptSpec, job_name: str) -> list[str]:
         d = self.directive
-        run = spec.log_path.parent.name
+        run = spec.run_id or spec.log_path.parent.name
         lines = [
             f"{d} --job-name={job_name}",
             f"{d} --comment=scriptflow_trio:{run}",
