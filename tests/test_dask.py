@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import Recorder, alive, wait_for_files, wait_gone
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
@@ -30,39 +31,6 @@ distributed = pytest.importorskip("distributed")
 
 PY = sys.executable
 Q_PY = shlex.quote(PY)
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def wait_for_files(*paths: str, limit: float = 15) -> list[int]:
-    with trio.fail_after(limit):
-        while not all(Path(p).exists() and Path(p).read_text().strip() for p in paths):
-            await trio.sleep(0.05)
-    return [int(Path(p).read_text()) for p in paths]
-
-
-async def wait_gone(pids: list[int], limit: float = 10) -> None:
-    with trio.fail_after(limit):
-        while any(alive(p) for p in pids):
-            await trio.sleep(0.05)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[ev.Event] = []
-
-    def on_event(self, event: ev.Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 @pytest.fixture(scope="module")

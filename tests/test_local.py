@@ -8,33 +8,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import alive, wait_for_files, wait_gone
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
 
 PY = sys.executable
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def wait_for_files(*paths: str, limit: float = 10) -> list[int]:
-    with trio.fail_after(limit):
-        while not all(Path(p).exists() and Path(p).read_text().strip() for p in paths):
-            await trio.sleep(0.05)
-    return [int(Path(p).read_text()) for p in paths]
-
-
-async def wait_gone(pids: list[int], limit: float = 5) -> None:
-    with trio.fail_after(limit):
-        while any(alive(p) for p in pids):
-            await trio.sleep(0.05)
 
 
 # A shell task whose grandchild (a background sleep) would outlive a plain kill.
@@ -67,10 +46,10 @@ async def test_cancelling_the_callers_scope_kills_the_whole_process_tree(workdir
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sf.bag, sleeper("a"), sleeper("b"))
-                    pids = await wait_for_files("a.child", "a.sh", "b.child", "b.sh")
+                    pids = await wait_for_files("a.child", "a.sh", "b.child", "b.sh", limit=10)
                     assert all(alive(p) for p in pids)
                     scope.cancel()
-        await wait_gone(pids)
+        await wait_gone(pids, limit=5)
     assert not Path("a.out").exists()
 
 
@@ -78,14 +57,14 @@ async def test_fail_fast_kills_sibling_processes(workdir):
     async with sf.open_session(executors=[sf.LocalExecutor(slots=3, grace=1)]):
 
         async def fail_later():
-            await wait_for_files("a.child", "b.child")
+            await wait_for_files("a.child", "b.child", limit=10)
             await sf.Task(cmd="exit 3", shell=True, name="bad")
 
         with trio.fail_after(15), pytest.raises(ExceptionGroup) as info:
             await sf.bag(sleeper("a"), sleeper("b"), fail_later())
         assert info.group_contains(sf.TaskFailed, match="exit code 3")
         pids = [int(Path(f"{t}.{k}").read_text()) for t in "ab" for k in ("child", "sh")]
-        await wait_gone(pids)
+        await wait_gone(pids, limit=5)
 
 
 async def test_timeout_kills_a_real_process(workdir):
@@ -100,7 +79,7 @@ async def test_timeout_kills_a_real_process(workdir):
             await sf.Task(
                 cmd="sleep 30 & echo $! > t.child; wait", shell=True, timeout=0.5, name="slow"
             )
-    await wait_gone([int(Path("t.child").read_text())])
+    await wait_gone([int(Path("t.child").read_text())], limit=5)
 
 
 async def test_output_goes_to_the_log_and_to_the_terminal_when_not_quiet(workdir):

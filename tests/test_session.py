@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import Recorder
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
@@ -16,17 +17,6 @@ from scriptflow_trio.testing import FakeExecutor
 def open_session(**kwargs):
     """A session without the store: its worker thread would make autojump_clock jump early."""
     return sf.open_session(store=False, **kwargs)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[ev.Event] = []
-
-    def on_event(self, event: ev.Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 def touch(path: str, content: str = "x\n") -> None:

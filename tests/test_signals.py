@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_local import alive
+from helpers import alive
 
 FLOWS = """
 import scriptflow_trio as sf

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import Recorder
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
@@ -19,17 +20,6 @@ from scriptflow_trio._records import AttemptStatus, RunStatus
 from scriptflow_trio._store import Store
 
 PY = sys.executable
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[ev.Event] = []
-
-    def on_event(self, event: ev.Event) -> None:
-        self.events.append(event)
-
-    def reasons(self, kind: type) -> dict[str, str]:
-        return {e.name: e.reason for e in self.events if isinstance(e, kind)}
 
 
 def cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
