@@ -101,6 +101,11 @@ CONF
     return 1
 }
 
+# the queue instance exists and is neither unknown (no exec daemon) nor in error
+sge_ready() {
+    qstat -f 2>/dev/null | grep -q 'all.q@' && ! qstat -f | grep 'all.q@' | grep -qE ' (au|u|E)$'
+}
+
 setup_sge() {
     export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
     # as for SLURM: more slots than cores, the tests' jobs mostly sleep
@@ -110,6 +115,11 @@ setup_sge() {
     if qstat >/dev/null 2>&1 && qhost 2>/dev/null | grep -q "$host"; then
         qconf -mattr queue slots "$slots" all.q >/dev/null 2>&1 || true
         qconf -mattr queue shell_start_mode unix_behavior all.q >/dev/null 2>&1 || true
+        if ! sge_ready; then  # the master answers, but the exec daemon is gone
+            say "Grid Engine's exec daemon is down: restarting it"
+            /etc/init.d/gridengine-exec restart >/dev/null 2>&1 || /etc/init.d/gridengine-exec start
+            wait_for 30 sge_ready || { say "Grid Engine's queue stays unavailable"; return 1; }
+        fi
         say "Grid Engine is already running"
         return 0
     fi
@@ -207,7 +217,7 @@ QUEUE
     mkdir -p "$SGE_ROOT/$SGE_CELL/spool"
     chown -R sgeadmin:sgeadmin "$SGE_ROOT/$SGE_CELL/spool" 2>/dev/null || true
     /etc/init.d/gridengine-exec restart >/dev/null 2>&1 || /etc/init.d/gridengine-exec start
-    if wait_for 30 sh -c "qstat -f 2>/dev/null | grep -q 'all.q@' && ! qstat -f | grep 'all.q@' | grep -qE ' (au|u|E)\$'"; then
+    if wait_for 30 sge_ready; then
         say "Grid Engine is up: $(qstat -f | grep all.q@ | tr -s ' ')"
         return 0
     fi
