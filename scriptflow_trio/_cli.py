@@ -30,7 +30,7 @@ from ._errors import (
     UsageError,
 )
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
-from ._inspect import command_argv
+from ._inspect import add_place_options, command_argv
 from ._inspect import main as inspect_main
 from ._session import SessionConfig, new_run_id, open_session
 from .executors._base import Executor
@@ -93,13 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-v", "--verbose", action="store_true", help="commands, every skipped task, and tracebacks"
     )
-    p.add_argument(
-        "--state-dir",
-        default=".scriptflow",
-        metavar="DIR",
-        help="where logs (and the store) live (default: .scriptflow)",
-    )
-    p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
+    add_place_options(p, "where logs and the store live")
     p.add_argument("--run-name", metavar="NAME", help="a name for this run (`show NAME` finds it)")
     p.add_argument(
         "--freshness",

@@ -69,12 +69,15 @@ def command_argv(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_place_options(
+    p: argparse.ArgumentParser, state_dir_help: str = "where the store lives"
+) -> argparse.ArgumentParser:
+    """``--state-dir`` and ``-C``: the options every command shares."""
     p.add_argument(
         "--state-dir",
         default=".scriptflow",
         metavar="DIR",
-        help="where the store lives (default: .scriptflow)",
+        help=f"{state_dir_help} (default: .scriptflow)",
     )
     p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
     return p
@@ -110,7 +113,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("flowfile", help="the Python file that defines the flows")
         p.add_argument("name", help="the flow whose outputs to remove")
         p.add_argument("--yes", action="store_true", help="remove them (else only list them)")
-    return _common(p)
+    return add_place_options(p)
 
 
 def main(argv: Sequence[str], console: Console | None = None, errors: Console | None = None) -> int:
