@@ -1,0 +1,77 @@
+"""The engine alone: one flow on scriptflow_trio's FakeExecutor, no processes started.
+
+Run by ``run.py`` as a process of its own, in a fresh directory (its current one)::
+
+    python _engine.py SHAPE N [--no-store]
+
+SHAPE is ``independent`` (N tasks in one ``sf.bag``), ``chain`` (N hops awaited in
+turn; ``c/0.txt`` must exist) or ``fanin`` (N independent tasks in one ``sf.bag``,
+then one task whose inputs are their N outputs). The session has a
+``FakeExecutor(slots=2)`` (each attempt is one trio checkpoint and writes its
+outputs) and no listener (no UI); with the store (the default) it keeps its records
+in ``.scriptflow`` here, as the CLI would. It prints one JSON line: the seconds
+from opening the session to its end (the interpreter's start and the imports are not
+counted), the number of tasks of the flow and the number the fake executor ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import trio
+
+import scriptflow_trio as sf
+from scriptflow_trio.testing import FakeExecutor
+
+
+def independent(n: int) -> list[sf.Task]:
+    return [
+        sf.Task(cmd=f"touch out/{i}.txt", outputs=f"out/{i}.txt", name=f"t{i}") for i in range(n)
+    ]
+
+
+async def flow_independent(n: int) -> None:
+    await sf.bag(*independent(n))
+
+
+async def flow_chain(n: int) -> None:
+    for i in range(1, n + 1):
+        await sf.Task(
+            cmd=f"cp c/{i - 1}.txt c/{i}.txt",
+            inputs=f"c/{i - 1}.txt",
+            outputs=f"c/{i}.txt",
+            name=f"c{i}",
+        )
+
+
+async def flow_fanin(n: int) -> None:
+    tasks = independent(n)
+    await sf.bag(*tasks)
+    inputs = [out for task in tasks for out in task.get_outputs()]
+    await sf.Task(cmd="cat out/*.txt > all.txt", inputs=inputs, outputs="all.txt", name="all")
+
+
+FLOWS = {"independent": (flow_independent, 0), "chain": (flow_chain, 0), "fanin": (flow_fanin, 1)}
+
+
+async def measure(shape: str, n: int, store: bool) -> dict[str, object]:
+    flow, extra = FLOWS[shape]
+    fake = FakeExecutor(slots=2)
+    start = time.perf_counter()
+    async with sf.open_session(executors=[fake], store=store, state_dir=".scriptflow") as session:
+        await session.run(flow, n)
+    seconds = time.perf_counter() - start
+    return {"session_seconds": seconds, "tasks": n + extra, "ran": len(fake.runs)}
+
+
+def main(argv: list[str]) -> int:
+    shape, n = argv[0], int(argv[1])
+    store = "--no-store" not in argv[2:]
+    print(json.dumps(trio.run(measure, shape, n, store)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
