@@ -17,6 +17,7 @@ from ._errors import TaskFailed as TaskFailed
 from ._errors import UsageError as UsageError
 from ._flowfile import flow as flow
 from ._flowfile import init as init
+from ._notify import Notifier as Notifier
 from ._session import Session as Session
 from ._session import SessionConfig as SessionConfig
 from ._session import SessionStatistics as SessionStatistics

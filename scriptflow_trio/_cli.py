@@ -32,6 +32,7 @@ from ._errors import (
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
 from ._inspect import add_place_options, command_argv
 from ._inspect import main as inspect_main
+from ._notify import Endpoint, Notifier
 from ._session import SessionConfig, new_run_id, open_session
 from .executors._base import Executor
 from .executors._clusters import BATCH_EXECUTORS, batch_executor
@@ -101,6 +102,30 @@ def _parser() -> argparse.ArgumentParser:
         default="mtime",
         help="hash: a touched input whose content is unchanged is no reason to re-run",
     )
+    p.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST the run's events as JSON to URL (repeatable); slack:URL posts readable "
+        "messages to a Slack incoming webhook",
+    )
+    p.add_argument(
+        "--notify-every",
+        type=float,
+        metavar="SECONDS",
+        help="at most one progress notification per SECONDS (default: 60)",
+    )
+    p.add_argument(
+        "--notify-token-env",
+        metavar="VAR",
+        help="send the token in environment variable VAR as 'Authorization: Bearer'",
+    )
+    p.add_argument(
+        "--no-notify",
+        action="store_true",
+        help="send no notification, not even to the endpoints the flows file names",
+    )
     return p
 
 
@@ -141,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise UsageError(f"-j/--jobs must be 1 or more, not {args.jobs}")
         _check_dask_options(args, flows)
+        _check_notify_options(args)
         return trio.run(_run, fn, kwargs, args, console, errors)
     except UsageError as exc:
         _print_error(errors, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
@@ -163,6 +189,48 @@ def _apply_init_config(args: argparse.Namespace, flows: FlowFile) -> None:
         args.verbose = True
     if config.get("classic_terminal"):
         args.plain = True
+    notify = config.get("notify") or []
+    args.notify_config = [notify] if isinstance(notify, str) else list(notify)
+    if args.notify_every is None and config.get("notify_every") is not None:
+        args.notify_every = config["notify_every"]
+    if args.notify_token_env is None:
+        args.notify_token_env = config.get("notify_token_env")
+
+
+def _check_notify_options(args: argparse.Namespace) -> None:
+    """Parse the notification endpoints (``args.notify_endpoints``): none unless asked for."""
+    args.notify_endpoints = []
+    if args.no_notify or args.dry_run:
+        return
+    var = args.notify_token_env
+    token = os.environ.get(var) if var else None
+    if var and not token and (args.notify or args.notify_config):
+        raise UsageError(
+            f"--notify-token-env names the environment variable {var}, which is not set "
+            f"(or is empty): set it to the token for the notification endpoints, or drop "
+            "the option (or notify_token_env in sf.init) to send no token"
+        )
+    given = [(u, "sf.init 'notify'") for u in args.notify_config] + [
+        (u, "--notify") for u in args.notify
+    ]
+    for url, where in given:
+        if not isinstance(url, str):
+            raise UsageError(f"{where}: {url!r} is not a URL")
+        try:
+            endpoint = Endpoint.parse(url, token)
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        if endpoint not in args.notify_endpoints:
+            args.notify_endpoints.append(endpoint)
+    try:
+        every = 60.0 if args.notify_every is None else float(args.notify_every)
+    except (TypeError, ValueError):
+        every = 0.0
+    if not every > 0:
+        raise UsageError(
+            f"--notify-every must be a number of seconds above 0, not {args.notify_every!r}"
+        )
+    args.notify_every = every
 
 
 def _check_dask_options(args: argparse.Namespace, flows: FlowFile) -> None:
@@ -219,6 +287,39 @@ async def _run(
     console: Any,
     error_console: Any,
 ) -> int:
+    """Run the flow; with notification endpoints, send its events while it runs, and the
+    last ones after the summary is printed (for at most a few seconds)."""
+    endpoints = getattr(args, "notify_endpoints", [])
+    if not endpoints:  # nothing is sent unless asked for
+        return await _run_session(fn, kwargs, args, console, error_console, [])
+    notifier = Notifier(
+        endpoints, every=args.notify_every, run_name=args.run_name, arguments=kwargs
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(notifier.run)
+        code = await _run_session(fn, kwargs, args, console, error_console, [notifier])
+        nursery.cancel_scope.cancel()  # notifier.run sends what is left, bounded
+    for s in notifier.statistics():
+        if s.failed or s.dropped or args.verbose:
+            lost = f", {s.failed + s.dropped} dropped/failed" if s.failed or s.dropped else ""
+            why = f" (last error: {s.last_error})" if s.last_error else ""
+            error_console.print(
+                f"notifications: {s.sent} sent{lost} to {s.endpoint}{why}",
+                style="yellow" if lost else "",
+                markup=False,
+                highlight=False,
+            )
+    return code
+
+
+async def _run_session(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    console: Any,
+    error_console: Any,
+    listeners: list[Any],
+) -> int:
     from ._ui import TerminalView
 
     plain = args.plain or not console.is_terminal
@@ -251,7 +352,7 @@ async def _run(
                         executors=_executors(args),
                         state_dir=args.state_dir,
                         config=config,
-                        listeners=[view],
+                        listeners=[view, *listeners],
                         run_id=new_run_id(),
                     ) as session:
                         try:

@@ -26,3 +26,9 @@ def test_scriptflow_names_are_there():
         assert hasattr(sf, name)
     assert issubclass(sf.TaskFailed, sf.ScriptflowError)
     assert issubclass(sf.FlowNotFound, LookupError)
+
+
+def test_notifier_is_the_one_public_name_of_notifications():
+    assert sf.Notifier.__module__ == "scriptflow_trio._notify"
+    public = {n for n in dir(sf) if not n.startswith("_")}
+    assert {n for n in public if "notif" in n.lower()} == {"Notifier"}
