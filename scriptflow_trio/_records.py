@@ -73,11 +73,19 @@ class AttemptRecord:
     inputs: tuple[Fingerprint, ...] = ()
     outputs: tuple[Fingerprint, ...] = ()
     result: Any = None
+    # what the process tree used, when the executor can tell: CPU seconds (user +
+    # system) and the peak resident memory of its largest process, in bytes
+    cpu_seconds: float | None = None
+    max_rss: int | None = None
 
 
 @attrs.frozen
 class TaskOutcome:
-    """How a task ended in one run (skipped tasks included), for ``show``."""
+    """How a task ended in one run (skipped tasks included), for ``show`` and reports.
+
+    ``after`` holds the keys of the tasks of the same run that made its inputs: the
+    edges of the run's task graph.
+    """
 
     run_id: str
     key: str
@@ -86,3 +94,4 @@ class TaskOutcome:
     attempts: int
     duration: float
     ended: float
+    after: tuple[str, ...] = ()

@@ -106,6 +106,7 @@ class Job:
     inputs: list[str] = attrs.field(factory=list)  # expanded when decided
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
     reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
+    after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges
 
     @property
     def ok(self) -> bool:
@@ -286,7 +287,9 @@ class Session:
         if new:
             self._emit(ev.TasksSubmitted(len(new), time.time()))
         for job in new:
-            blockers = self._blockers(job)
+            producers = self._producers_of(job) if job.task.inputs else []
+            job.after = tuple(p.key for p in producers)
+            blockers = [p for p in producers if not p.finished.is_set()]
             if blockers:
                 job.blockers = len(blockers)
                 for producer in blockers:
@@ -345,18 +348,18 @@ class Session:
     def _norm(self, path: str) -> str:
         return os.path.normpath(resolve(self.root, path))
 
-    def _blockers(self, job: Job) -> list[Job]:
-        """The unfinished jobs that make one of ``job``'s inputs."""
+    def _producers_of(self, job: Job) -> list[Job]:
+        """The jobs of this session that make one of ``job``'s inputs, finished or not."""
         found: dict[str, Job] = {}
         for item in job.task.inputs:
             if isinstance(item, Glob):
                 pattern = self._norm(item.pattern)
                 for path, producer in self._producers.items():
-                    if not producer.finished.is_set() and fnmatch.fnmatch(path, pattern):
+                    if fnmatch.fnmatch(path, pattern):
                         found[producer.key] = producer
             else:
                 made_by = self._producers.get(self._norm(item))
-                if made_by is not None and not made_by.finished.is_set():
+                if made_by is not None:
                     found[made_by.key] = made_by
         found.pop(job.key, None)
         return list(found.values())
@@ -689,7 +692,12 @@ class Session:
             )
             details: dict[str, Any] = {"returncode": returncode, "reason": reason}
             if outcome is not None:
-                details.update(job_id=outcome.job_id, host=outcome.host)
+                details.update(
+                    job_id=outcome.job_id,
+                    host=outcome.host,
+                    cpu_seconds=outcome.cpu_seconds,
+                    max_rss=outcome.max_rss,
+                )
             if not reason:
                 made = [p for o in outputs for p in expand(self.root, o)]
                 self._record(
@@ -810,6 +818,7 @@ class Session:
                     job.attempts,
                     job.duration,
                     time.time(),
+                    job.after,
                 )
             )
         for watcher in job.watchers or ():

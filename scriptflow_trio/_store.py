@@ -39,13 +39,18 @@ from ._records import (
     TaskOutcome,
 )
 
-SCHEMA_VERSION = 1
+# 2: run_tasks.after (the task graph's edges); tasks point at their attempt row
+SCHEMA_VERSION = 2
 STORE_FILE = "store.sqlite"
 JOURNAL_FILE = "journal"
 
 _converter = cattrs.Converter()
 
-_SCHEMA = """
+_TASKS = """CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL);"""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, name TEXT, flow TEXT NOT NULL, started REAL NOT NULL,
@@ -57,8 +62,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (key);
 CREATE INDEX IF NOT EXISTS attempts_by_name ON attempts (name);
 -- the latest attempt of every task key
-CREATE TABLE IF NOT EXISTS tasks (
-    key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL);
+{_TASKS}
 -- which task made each output file last, and with which command
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, key TEXT NOT NULL, command TEXT NOT NULL);
@@ -66,7 +70,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS run_tasks (
     run_id TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
     attempts INTEGER NOT NULL, duration REAL NOT NULL, ended REAL NOT NULL,
-    PRIMARY KEY (run_id, key));
+    after TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, key));
 """
 
 
@@ -128,6 +132,8 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(db, int(row[0]))
             elif int(row[0]) > SCHEMA_VERSION:
                 db.close()
                 raise StoreError(
@@ -149,59 +155,60 @@ class Store:
     # -- writing ----------------------------------------------------------------------
 
     def apply(self, batch: Sequence[RunRecord | AttemptRecord | TaskOutcome]) -> None:
-        """Write a batch of records in one transaction."""
+        """Write a batch of records in one transaction, one statement per table.
+
+        An attempt recorded as running and again as ended in the same batch is written
+        once, ended: the journal already had its start.
+        """
+        attempts: dict[tuple[str, str, int], AttemptRecord] = {}
+        outcomes: list[tuple[Any, ...]] = []
+        runs: list[tuple[Any, ...]] = []
+        for record in batch:
+            if isinstance(record, AttemptRecord):
+                attempts[record.run_id, record.key, record.attempt] = record
+            elif isinstance(record, TaskOutcome):
+                outcomes.append((*attrs.astuple(record)[:-1], " ".join(record.after)))
+            else:
+                runs.append(
+                    (
+                        record.run_id,
+                        record.name,
+                        record.flow,
+                        record.started,
+                        record.status.value,
+                        _dump(record),
+                    )
+                )
+        attempt_rows = [
+            (r.run_id, r.key, r.attempt, r.name, r.status.value, r.started, _dump(r))
+            for r in attempts.values()
+        ]
+        task_rows = [
+            (r.key, r.name, r.status.value, r.run_id, r.attempt) for r in attempts.values()
+        ]
+        file_rows = [
+            (fp.path, r.key, r.command)
+            for r in attempts.values()
+            if r.status is AttemptStatus.SUCCEEDED
+            for fp in r.outputs
+        ]
         with self._lock:
             db = self._db
             db.execute("BEGIN")
             try:
-                for record in batch:
-                    if isinstance(record, AttemptRecord):
-                        self._write_attempt(record)
-                    elif isinstance(record, TaskOutcome):
-                        db.execute(
-                            "INSERT OR REPLACE INTO run_tasks VALUES (?,?,?,?,?,?,?)",
-                            attrs.astuple(record),
-                        )
-                    else:
-                        db.execute(
-                            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)",
-                            (
-                                record.run_id,
-                                record.name,
-                                record.flow,
-                                record.started,
-                                record.status.value,
-                                _dump(record),
-                            ),
-                        )
+                db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)", runs)
+                db.executemany(
+                    "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?)", attempt_rows
+                )
+                db.executemany("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?)", task_rows)
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)", file_rows)
+                db.executemany(
+                    "INSERT OR REPLACE INTO run_tasks VALUES (?,?,?,?,?,?,?,?)", outcomes
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-
-    def _write_attempt(self, record: AttemptRecord) -> None:
-        raw = _dump(record)
-        self._db.execute(
-            "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?)",
-            (
-                record.run_id,
-                record.key,
-                record.attempt,
-                record.name,
-                record.status.value,
-                record.started,
-                raw,
-            ),
-        )
-        self._db.execute(
-            "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?)",
-            (record.key, record.name, record.status.value, raw),
-        )
-        if record.status is AttemptStatus.SUCCEEDED:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?)",
-                [(fp.path, record.key, record.command) for fp in record.outputs],
-            )
 
     def recover(self) -> None:
         """Settle what an engine that died left behind; call with the lock held.
@@ -239,7 +246,8 @@ class Store:
             tasks = {
                 key: TaskState(AttemptStatus(status), run_id, raw)
                 for key, status, run_id, raw in self._db.execute(
-                    "SELECT key, status, json_extract(record, '$.run_id'), record FROM tasks"
+                    "SELECT t.key, t.status, t.run_id, a.record FROM tasks t JOIN attempts a "
+                    "ON a.run_id = t.run_id AND a.key = t.key AND a.attempt = t.attempt"
                 )
             }
             files = {
@@ -268,10 +276,13 @@ class Store:
         return _load(rows[0][0], RunRecord) if rows else None
 
     def outcomes(self, run_id: str) -> list[TaskOutcome]:
+        """How each task of the run ended, in the order they ended, with their edges."""
         return [
-            TaskOutcome(*row)
+            TaskOutcome(*row[:-1], after=tuple(row[-1].split()))
             for row in self._query(
-                "SELECT * FROM run_tasks WHERE run_id = ? ORDER BY ended", (run_id,)
+                "SELECT run_id, key, name, status, attempts, duration, ended, after "
+                "FROM run_tasks WHERE run_id = ? ORDER BY ended",
+                (run_id,),
             )
         ]
 
@@ -329,6 +340,22 @@ class Store:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"the store {self.path} cannot be read: {exc}") from None
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a store written by an older scriptflow_trio up to this schema."""
+    db.execute("BEGIN")
+    if version < 2:
+        db.execute("ALTER TABLE run_tasks ADD COLUMN after TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE tasks RENAME TO tasks_v1")
+        db.execute(_TASKS)
+        db.execute(
+            "INSERT INTO tasks SELECT key, name, status, json_extract(record, '$.run_id'), "
+            "json_extract(record, '$.attempt') FROM tasks_v1"
+        )
+        db.execute("DROP TABLE tasks_v1")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+    db.execute("COMMIT")
 
 
 def open_existing(state_dir: Path) -> Store:

@@ -217,6 +217,68 @@ async def test_failed_and_cancelled_attempts_are_recorded(workdir: Path) -> None
     }
 
 
+async def test_the_task_graph_and_resource_use_are_recorded(workdir: Path) -> None:
+    burn = "import os; b = bytearray(40 << 20); sum(range(3_000_000)); open('a', 'w')"
+    async with sf.open_session() as session:
+        a = await sf.Task(cmd=[PY, "-c", burn], outputs="a", name="a")
+        b = sf.Task(cmd="cp a b", shell=True, inputs="a", outputs="b", name="b")
+        c = sf.Task(cmd="cat a b > c", shell=True, inputs=["a", "b"], outputs="c", name="c")
+        await sf.bag(c, b)  # c listed first: it waits for b all the same
+        lone = await sf.Task(cmd="touch d", outputs="d", name="d")
+        run_id = session.run_id
+    store = Store.open(Path(".scriptflow"))
+    after = {o.name: set(o.after) for o in store.outcomes(run_id)}
+    assert after == {"a": set(), "b": {a.key}, "c": {a.key, b.key}, "d": set()}
+    assert lone.key not in after["c"]
+    used = {r.name: r for r in store.attempts(run_id)}["a"]
+    assert used.cpu_seconds is not None and used.cpu_seconds > 0.05
+    assert used.max_rss is not None and used.max_rss > 40 << 20
+    store.close()
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, name TEXT, flow TEXT NOT NULL,
+    started REAL NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE attempts (run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL,
+    name TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (run_id, key, attempt));
+CREATE TABLE tasks (key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+    record TEXT NOT NULL);
+CREATE TABLE files (path TEXT PRIMARY KEY, key TEXT NOT NULL, command TEXT NOT NULL);
+CREATE TABLE run_tasks (run_id TEXT NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL, duration REAL NOT NULL,
+    ended REAL NOT NULL, PRIMARY KEY (run_id, key));
+INSERT INTO meta VALUES ('schema', '1');
+"""
+
+
+def test_a_store_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    state = tmp_path / ".scriptflow"
+    state.mkdir()
+    record = (
+        '{"run_id":"r1","key":"k","name":"old","attempt":2,"command":"make it",'
+        '"executor":"local","started":1.0,"status":"succeeded"}'
+    )
+    db = sqlite3.connect(state / "store.sqlite")
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO attempts VALUES ('r1', 'k', 2, 'old', 'succeeded', 1.0, ?)", (record,))
+    db.execute("INSERT INTO tasks VALUES ('k', 'old', 'succeeded', ?)", (record,))
+    db.execute("INSERT INTO run_tasks VALUES ('r1', 'k', 'old', 'succeeded', 2, 0.5, 1.0)")
+    db.commit()
+    db.close()
+    store = Store.open(state)
+    (old,) = store.outcomes("r1")
+    assert old.name == "old" and old.after == ()
+    state_k = store.load_history().tasks["k"]
+    assert state_k.run_id == "r1" and state_k.record().command == "make it"
+    store.close()
+    db = sqlite3.connect(state / "store.sqlite")
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    assert db.execute("SELECT run_id, attempt FROM tasks").fetchall() == [("r1", 2)]
+    db.close()
+
+
 def test_damaged_or_newer_store_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "flows.py").write_text(
         "import scriptflow_trio as sf\nasync def flow_x():\n    await sf.Task(cmd='true')\n"

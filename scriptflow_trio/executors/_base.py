@@ -56,7 +56,9 @@ class Outcome:
     ``error`` is set when the command could not be started at all (not found, not
     executable): the session does not retry that. ``lost`` says why an attempt ended
     with no exit code (its worker died, its job vanished): that failure is retried.
-    In both cases ``returncode`` is None.
+    In both cases ``returncode`` is None. ``cpu_seconds`` (user + system) and
+    ``max_rss`` (bytes, the largest process of the tree) are what the attempt used, when
+    the executor can tell.
     """
 
     returncode: int | None
@@ -66,6 +68,8 @@ class Outcome:
     job_id: str = ""
     error: str = ""
     lost: str = ""
+    cpu_seconds: float | None = None
+    max_rss: int | None = None
 
 
 class Executor(abc.ABC):
