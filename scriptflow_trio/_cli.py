@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
         help="hash: a touched input whose content is unchanged is no reason to re-run",
     )
     p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="when the run ends (however it ends), write its HTML report to FILE",
+    )
+    p.add_argument(
         "--notify",
         action="append",
         default=[],
@@ -167,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"-j/--jobs must be 1 or more, not {args.jobs}")
         _check_dask_options(args, flows)
         _check_notify_options(args)
-        return trio.run(_run, fn, kwargs, args, console, errors)
+        args.run_id = new_run_id()
+        code = trio.run(_run, fn, kwargs, args, console, errors)
+        if args.report:
+            _write_report(args, console, errors)
+        return code
     except UsageError as exc:
         _print_error(errors, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
         return EXIT_USAGE
@@ -353,7 +362,7 @@ async def _run_session(
                         state_dir=args.state_dir,
                         config=config,
                         listeners=[view, *listeners],
-                        run_id=new_run_id(),
+                        run_id=args.run_id,
                     ) as session:
                         try:
                             await session.run(fn, **kwargs)
@@ -375,6 +384,43 @@ async def _run_session(
     if leaves and all(isinstance(e, StoreError) for e in leaves):
         return EXIT_USAGE  # the store or its lock, not the flow, is what to fix
     return EXIT_FAILED if (leaves or failures) else EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, console: Any, error_console: Any) -> None:
+    """``--report FILE``: the run's HTML report, once the session has ended, however.
+
+    A report that cannot be written is said, and leaves the run's exit code alone.
+    """
+    from pathlib import Path
+
+    from ._report import write_report
+    from ._store import open_existing
+
+    if args.dry_run:
+        error_console.print("no report: a dry run records nothing", style="yellow")
+        return
+    try:
+        store = open_existing(Path(os.path.abspath(args.state_dir)))
+        try:
+            run = store.find_run(args.run_id)
+            if run is None:
+                error_console.print(
+                    f"no report: run {args.run_id} was not recorded", style="yellow", markup=False
+                )
+                return
+            write_report(store, run, args.report, root=os.getcwd())
+        finally:
+            store.close()
+    except (ScriptflowError, OSError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        error_console.print(
+            f"error: cannot write the report {args.report}: {detail}",
+            style="bold red",
+            markup=False,
+            highlight=False,
+        )
+        return
+    console.print(f"report: {args.report}", markup=False, highlight=False)
 
 
 def _leaves(errors: list[BaseException]) -> list[BaseException]:

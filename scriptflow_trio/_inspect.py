@@ -1,10 +1,12 @@
-"""Looking into the store from the command line: runs, show, log, why, clean.
+"""Looking into the store from the command line: runs, show, log, why, clean, report, dag.
 
     scriptflow-trio runs [--limit N]          the latest runs, newest first
     scriptflow-trio show [RUN]                one run and its tasks (RUN: id, prefix, name, last)
     scriptflow-trio log TASK [--attempt N]    the log of a task's last attempt
     scriptflow-trio why FILE                  which task made FILE, from what, and what changed
     scriptflow-trio clean FLOWFILE NAME [--yes]  remove the outputs recorded for a flow
+    scriptflow-trio report [RUN] [-o FILE]    one self-contained HTML report of a run
+    scriptflow-trio dag [RUN] [--format dot|mermaid] [-o FILE]  the run's task graph
 
 Every command takes ``--state-dir DIR`` and ``-C DIR``. Paths in the store are relative
 to the project directory, the directory the engine ran in: here, the current directory
@@ -32,7 +34,7 @@ from ._errors import ScriptflowError, StoreError, UsageError
 from ._records import AttemptRecord, AttemptStatus, Fingerprint, RunRecord, RunStatus
 from ._store import Store, fingerprint, hash_file, open_existing
 
-COMMANDS = ("runs", "show", "log", "why", "clean")
+COMMANDS = ("runs", "show", "log", "why", "clean", "report", "dag")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_DEPTH = 20
 
@@ -104,6 +106,33 @@ def _parser(command: str) -> argparse.ArgumentParser:
             prog=prog, description="Explain which task made a file, from what, and what changed."
         )
         p.add_argument("file", help="a file, relative to the current directory")
+    elif command == "report":
+        p = argparse.ArgumentParser(
+            prog=prog,
+            description="Write one self-contained HTML report of a run: summary, timeline, "
+            "tasks, task graph.",
+        )
+        p.add_argument(
+            "run", nargs="?", default="last", help="run id, id prefix, run name, or last (default)"
+        )
+        p.add_argument(
+            "-o", "--output", default="report.html", metavar="FILE", help="(default: report.html)"
+        )
+    elif command == "dag":
+        p = argparse.ArgumentParser(
+            prog=prog,
+            description="Print a run's task graph (an edge where a task used another's output).",
+        )
+        p.add_argument(
+            "run", nargs="?", default="last", help="run id, id prefix, run name, or last (default)"
+        )
+        p.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="(default: dot)")
+        p.add_argument(
+            "--group",
+            action="store_true",
+            help="one node per group of tasks whose names differ only in their numbers",
+        )
+        p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     else:
         p = argparse.ArgumentParser(
             prog=prog,
@@ -692,10 +721,60 @@ def _forget(store: Store, paths: list[str]) -> None:
         raise StoreError(f"the store {store.path} cannot be written: {exc}") from None
 
 
+# -- report and dag ---------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    from ._report import write_report
+
+    store = _open(args)
+    try:
+        run = find_run(store, args.run)
+        _write(
+            args.output,
+            lambda: write_report(
+                store, run, args.output, root=os.getcwd(), status=_run_status(run)
+            ),
+        )
+    finally:
+        store.close()
+    console.print(Text(f"report: {args.output}"))
+    return EXIT_OK
+
+
+def cmd_dag(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    from ._graph import collapse, graph_of, to_dot, to_mermaid
+
+    store = _open(args)
+    try:
+        run = find_run(store, args.run)
+        graph = graph_of(store.outcomes(run.run_id), store.attempts(run.run_id))
+    finally:
+        store.close()
+    if args.group:
+        graph = collapse(graph)
+    text = to_mermaid(graph) if args.format == "mermaid" else to_dot(graph, run.run_id)
+    if args.output:
+        _write(args.output, lambda: Path(args.output).write_text(text, encoding="utf-8"))
+    else:
+        console.out(text, end="", highlight=False)
+    return EXIT_OK
+
+
+def _write(path: str, write: Callable[[], None]) -> None:
+    """Run ``write``; a file that cannot be written is an error for people."""
+    try:
+        write()
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {
     "runs": cmd_runs,
     "show": cmd_show,
     "log": cmd_log,
     "why": cmd_why,
     "clean": cmd_clean,
+    "report": cmd_report,
+    "dag": cmd_dag,
 }
