@@ -347,14 +347,19 @@ QUICK = Sizes(
 )
 
 
+#: runs of each measurement (W1's also give W2's); the table shows their median
+FULL_REPEATS = {"W0": 3, "W1": 3, "W3": 3, "W4": 3, "W5": 3}
+#: --quick: what fits in a few minutes; W1 at 10,000 tasks is the slowest part
+QUICK_REPEATS = {"W0": 3, "W1": 1, "W3": 2, "W4": 1, "W5": 2}
+
+
 def plan(
     res: Results, tools: dict[str, Tool], only: set[str], quick: bool, repeat: int | None
 ) -> list[Unit]:
     sizes = QUICK if quick else FULL
-    slow = 1 if quick else 3  # repeats of the slow workloads (W1, W2)
-    fast = 2 if quick else 3
+    rounds = dict(QUICK_REPEATS if quick else FULL_REPEATS)
     if repeat is not None:
-        slow = fast = repeat
+        rounds = {workload: repeat for workload in rounds}
     order = [k for k in TOOL_KEYS if k in tools]
     units: list[Unit] = []
 
@@ -364,7 +369,7 @@ def plan(
     if "W0" in only:
         for key in order:
             if key != "xargs":
-                units.append(w0_unit(res, tools[key], fast))
+                units.append(w0_unit(res, tools[key], rounds["W0"]))
     if only & {"W1", "W2"}:
         for n in sizes.w1:
             for key in order:
@@ -382,10 +387,9 @@ def plan(
                 noop_only = ""
                 if key == "snakemake" and n > sizes.snakemake_full_max:
                     noop_only = (
-                        "not run: far too slow (one run of 10,000 with "
-                        "`--scheduler greedy` had made 3,842 outputs after 4 min)"
+                        "not run: too slow (one run of 10,000 with `--scheduler greedy` took 373 s)"
                     )
-                units.append(w1_unit(res, tool, n, slow, only, noop_only))
+                units.append(w1_unit(res, tool, n, rounds["W1"], only, noop_only))
     if "W3" in only:
         hops_of = {key: CHAIN_HOPS for key in order if key != "xargs"}
         if "scriptflow" in hops_of:
@@ -393,11 +397,11 @@ def plan(
             if sizes.scriptflow_hops != CHAIN_HOPS and "make" in tools:
                 hops_of["make (short chain)"] = sizes.scriptflow_hops
         for key, hops in hops_of.items():
-            units.append(w3_unit(res, tools[key.split()[0]], hops, fast))
+            units.append(w3_unit(res, tools[key.split()[0]], hops, rounds["W3"]))
     if "W4" in only:
         for n in sizes.w4:
             if "scriptflow_trio" in tools:
-                units.append(engine_unit(res, "W4", "independent", n, True, fast))
+                units.append(engine_unit(res, "W4", "independent", n, True, rounds["W4"]))
             for key in order:
                 tool = tools[key]
                 if tool.dry_argv is None:
@@ -411,11 +415,11 @@ def plan(
                         "not run: about 9 s at 10,000 and more than linear",
                     )
                     continue
-                units.append(w4_dry_unit(res, tool, n, fast))
+                units.append(w4_dry_unit(res, tool, n, rounds["W4"]))
     if "W5" in only and "scriptflow_trio" in tools:
         for shape, n in (("independent", sizes.w5), ("chain", CHAIN_HOPS), ("fanin", sizes.w5)):
             for store in (True, False):
-                units.append(engine_unit(res, "W5", shape, n, store, fast))
+                units.append(engine_unit(res, "W5", shape, n, store, rounds["W5"]))
     return units
 
 
@@ -507,7 +511,7 @@ def derive(res: Results) -> None:
             row.goal = verdict(med <= 1.5 * ref.median(), "≤ 1.5x make")
         elif row.workload == "W2" and sf_trio and row.size == 10000:
             row.goal = verdict(med < 0.5, "< 0.5 s")
-        elif row.workload == "W3" and ref is not None and ref.ok:
+        elif row.workload == "W3" and ref is not None and ref.ok and ref is not row:
             overhead = (med - ref.median()) / row.size * 1000
             row.result = f"{overhead:+.2f} ms/hop vs make"
             if sf_trio:
@@ -526,6 +530,10 @@ def derive(res: Results) -> None:
             row.goal = verdict(rate >= 20000, "≥ 20,000 tasks/s")
 
 
+def ms(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.3f}"
+
+
 def cell_seconds(row: Row) -> str:
     if row.skipped:
         return "not run"
@@ -534,19 +542,24 @@ def cell_seconds(row: Row) -> str:
     return f"{row.median():.3f}"
 
 
+def ordered(res: Results) -> list[Row]:
+    """By workload; within one, in the order measured (cases, then tools)."""
+    return sorted(res.rows.values(), key=lambda r: WORKLOADS.index(r.workload))
+
+
 def markdown(res: Results, meta: dict[str, Any]) -> str:
     lines = [
         f"scriptflow_trio {meta['revision']}, Python {meta['python']}, {meta['machine']}; "
-        f"{meta['mode']}, median of up to {meta['max_repeat']} runs, {SLOTS} slots",
+        f"{meta['date']}; {meta['mode']}: medians of `runs` runs; {SLOTS} slots",
         "",
-        "| workload | case | tool | wall (s) | ms per task | peak RSS (MiB) | vs make "
-        "| result | goal met? |",
-        "|---|---|---|---:|---:|---:|---:|---|---|",
+        "| workload | case | tool | runs | wall (s) | ms per task | peak RSS (MiB) "
+        "| vs make | result | goal met? |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for row in res.rows.values():
+    for row in ordered(res):
         if row.ok:
             med = row.median()
-            per_task = f"{med / row.size * 1000:.3f}"
+            per_task = ms(med / row.size * 1000)
             rss = f"{row.median('maxrss_kib') / 1024:.1f}"
             ref = reference(res, row)
             ratio = f"{med / ref.median():.2f}x" if ref is not None and ref.ok else ""
@@ -555,9 +568,9 @@ def markdown(res: Results, meta: dict[str, Any]) -> str:
         result = row.result or (row.skipped if row.skipped else "")
         if row.failure:
             result = f"failed: {row.failure}"
-        runs = f" ×{len(row.samples)}" if row.ok else ""
         lines.append(
-            f"| {row.workload} | {row.case}{runs} | {row.tool} | {cell_seconds(row)} "
+            f"| {row.workload} | {row.case} | {row.tool} | {len(row.samples)} "
+            f"| {cell_seconds(row)} "
             f"| {per_task} | {rss} | {ratio} | {result} | {row.goal} |"
         )
     return "\n".join(lines)
