@@ -215,9 +215,9 @@ def _check_notify_options(args: argparse.Namespace) -> None:
     token = os.environ.get(var) if var else None
     if var and not token and (args.notify or args.notify_config):
         raise UsageError(
-            f"--notify-token-env names the environment variable {var}, which is not set "
-            f"(or is empty): set it to the token for the notification endpoints, or drop "
-            "the option (or notify_token_env in sf.init) to send no token"
+            f"the notification token is to be read from the environment variable {var} "
+            "(--notify-token-env, or notify_token_env in sf.init), which is not set or is "
+            "empty: set it, or drop that setting to send no token"
         )
     given = [(u, "sf.init 'notify'") for u in args.notify_config] + [
         (u, "--notify") for u in args.notify

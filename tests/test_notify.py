@@ -477,7 +477,7 @@ def test_no_notify_option_sends_nothing_and_makes_no_notifier(
         (["--notify", "slack:hooks.slack.com/x"], "slack:https://hooks.slack.com/services/"),
         (
             ["--notify", "http://127.0.0.1:1/", "--notify-token-env", "UNSET_VAR_FOR_TEST"],
-            "UNSET_VAR_FOR_TEST, which is not set",
+            "environment variable UNSET_VAR_FOR_TEST (--notify-token-env",
         ),
         (["--notify", "http://127.0.0.1:1/", "--notify-every", "0"], "--notify-every"),
     ],
@@ -550,8 +550,8 @@ async def test_progress_at_most_once_per_interval_and_only_on_change(autojump_cl
         for i in range(3):  # three finish within the first interval
             await trio.sleep(1)
             n.on_event(finished(i))
-        await trio.sleep(30 - trio.current_time())  # nothing happens from 3 s to 30 s
-        n.on_event(finished(3, ev.Status.SKIPPED))  # at 30 s: reported at 40 s
+        await trio.sleep(31 - trio.current_time())  # nothing happens from 3 s to 31 s
+        n.on_event(finished(3, ev.Status.SKIPPED))  # at 31 s: reported at 40 s
         await trio.sleep(15)
         n.on_event(ev.RunFinished("r1", "succeeded", 0.0, 45.0))
         await trio.sleep(100)  # no progress after the end
