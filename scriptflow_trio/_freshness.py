@@ -69,36 +69,3 @@ def decide(
         if mtime is not None and mtime > oldest:
             return Decision(True, f"input {path} is newer than output {oldest_name}", "newer")
     return Decision(False, "up to date")
-
-
-def missing_outputs(root: str, outputs: Sequence[str | Glob], since_ns: int) -> list[str]:
-    """The declared outputs that an attempt started at ``since_ns`` did not produce.
-
-    A literal output must exist (it was removed before the attempt); a glob must match
-    at least one file written during the attempt.
-    """
-    missing = []
-    for item in outputs:
-        if isinstance(item, Glob):
-            fresh = [p for p in expand(root, item) if (_mtime(root, p) or 0) >= since_ns]
-            if not fresh:
-                missing.append(item.pattern)
-        elif not os.path.exists(resolve(root, item)):
-            missing.append(item)
-    return missing
-
-
-def remove_stale(root: str, outputs: Sequence[str | Glob]) -> None:
-    """Delete literal output files before an attempt, so a failed one leaves none behind.
-
-    Directories and glob matches are left alone: a glob is checked by modification
-    time instead.
-    """
-    for item in outputs:
-        if isinstance(item, Glob):
-            continue
-        path = resolve(root, item)
-        try:
-            os.unlink(path)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            pass

@@ -30,7 +30,7 @@ import trio
 
 from . import _events as ev
 from ._errors import InvalidTask, MissingInput, NoSession, TaskError, TaskFailed
-from ._freshness import Decision, decide, expand, missing_outputs, remove_stale
+from ._freshness import Decision, decide, expand
 from ._lock import StateLock
 from ._records import (
     AttemptRecord,
@@ -107,6 +107,9 @@ class Job:
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
     reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
     after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges
+    # computed once at submission (a submitted task is frozen)
+    outputs: tuple[str | Glob, ...] = ()  # as declared, with the result file
+    paths: tuple[str, ...] = ()  # the literal outputs, absolute and normalised
 
     @property
     def ok(self) -> bool:
@@ -177,6 +180,7 @@ class Session:
         self._flow_scope: trio.CancelScope | None = None
         self._unawaited_error: TaskError | None = None
         self._log_dir: Path | None = None
+        self._log_prefix = ""
         self._made_dirs: set[str] = set()
         self._writer = writer
         self._history = history
@@ -316,7 +320,8 @@ class Session:
             raise InvalidTask(
                 f"task {task.name!r} has cwd={task.cwd!r}, which is not a directory", task.name
             )
-        outputs = [self._norm(o) for o in task._checked_outputs() if not isinstance(o, Glob)]
+        declared = tuple(task._checked_outputs())
+        outputs = tuple(self._norm(o) for o in declared if not isinstance(o, Glob))
         for path in outputs:
             other = self._producers.get(path)
             if other is not None and other.key != key and not other.finished.is_set():
@@ -325,7 +330,9 @@ class Session:
                     f"which task {other.name!r} is also making right now",
                     task.name,
                 )
-        job = Job(task=task, key=key, name=task.name, executor=executor)
+        job = Job(
+            task=task, key=key, name=task.name, executor=executor, outputs=declared, paths=outputs
+        )
         task._job = job
         self._jobs[key] = job
         for path in outputs:
@@ -403,7 +410,7 @@ class Session:
                     ),
                 )
                 return
-        decision = decide(self.root, inputs, task._checked_outputs(), was_remade=self._was_remade)
+        decision = decide(self.root, inputs, job.outputs, was_remade=self._was_remade)
         if self._history is None:
             self._act(job, decision)
             return
@@ -426,7 +433,7 @@ class Session:
                 AttemptStatus.CANCELLED: "was cancelled",
             }[state.status]
             return Decision(True, f"its last attempt {what} (run {state.run_id})")
-        for item in job.task._checked_outputs():
+        for item in job.outputs:
             if isinstance(item, Glob):
                 continue
             made = self._history.files.get(self._relative(item))
@@ -493,7 +500,7 @@ class Session:
                     job.name, job.key, decision.reason, task.command_line(), time.time()
                 )
             )
-            self._remember_remade(task)
+            self._remember_remade(job)
             self._finish(job, JobState.WOULD_RUN)
             return
         job.state = JobState.QUEUED
@@ -542,10 +549,11 @@ class Session:
             inputs.extend(paths)
         return inputs
 
-    def _remember_remade(self, task: Task) -> None:
-        for item in task._checked_outputs():
-            for path in expand(self.root, item) if isinstance(item, Glob) else [item]:
-                self._remade.add(self._norm(path))
+    def _remember_remade(self, job: Job) -> None:
+        self._remade.update(job.paths)
+        for item in job.outputs:
+            if isinstance(item, Glob):
+                self._remade.update(self._norm(path) for path in expand(self.root, item))
 
     # -- dispatch and attempts --------------------------------------------------------
 
@@ -584,47 +592,49 @@ class Session:
 
     async def _attempts(self, job: Job) -> None:
         task = job.task
-        outputs = task._checked_outputs()
+        command = task.command_line()
+        cwd = resolve(self.root, task.cwd) if task.cwd else self.root
         t_start = trio.current_time()  # durations on trio's clock: monotonic, and virtual in tests
         reason, returncode, log_path = "", None, Path()
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
             log_path = self._log_path(job, attempt)
-            record = AttemptRecord(
-                run_id=self.run_id,
-                key=job.key,
-                name=job.name,
-                attempt=attempt,
-                command=task.command_line(),
-                executor=job.executor.name,
-                started=time.time(),
-                log_path=self._relative(str(log_path)),
-                inputs=await self._fingerprints(job.inputs, hashing),
-            )
+            record = None
             if self._writer is not None:
+                record = AttemptRecord(
+                    run_id=self.run_id,
+                    key=job.key,
+                    name=job.name,
+                    attempt=attempt,
+                    command=command,
+                    executor=job.executor.name,
+                    started=time.time(),
+                    log_path=self._relative(str(log_path)),
+                    inputs=await self._fingerprints(job.inputs, hashing),
+                )
                 # on record as running before anything can touch the outputs
                 self._writer.started(record)
             reattaching = attempt == 1 and bool(job.reattach)
             if not reattaching:  # a dead engine's job may have made its outputs already
-                remove_stale(self.root, outputs)
-            self._make_parent_dirs(outputs)
+                _unlink(job.paths)
+            self._make_parent_dirs(job.paths)
             spec = AttemptSpec(
                 name=job.name,
                 key=job.key,
                 attempt=attempt,
                 cmd=task.cmd,
-                cwd=resolve(self.root, task.cwd) if task.cwd else self.root,
+                cwd=cwd,
                 env=task.env,
                 log_path=log_path,
                 run_id=self.run_id,
                 state_dir=self.state_dir,
-                outputs=tuple(resolve(self.root, o) for o in outputs if not isinstance(o, Glob)),
+                outputs=job.paths,
                 cores=task.cores,
                 mem=task.mem,
                 timeout=task.timeout,
                 on_output=None if task.quiet else self._output_printer(job.name),
-                on_submitted=self._submission_recorder(record),
+                on_submitted=None if record is None else self._submission_recorder(record),
                 reattach=job.reattach if attempt == 1 else "",
             )
             self._emit(
@@ -633,7 +643,7 @@ class Session:
                     job.key,
                     attempt,
                     job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
-                    task.command_line(),
+                    command,
                     log_path,
                     job.executor.name,
                     time.time(),
@@ -651,10 +661,11 @@ class Session:
                 else:
                     outcome = await job.executor.run(spec)
             except BaseException:
-                remove_stale(self.root, outputs)  # an interrupted attempt leaves nothing
+                _unlink(job.paths)  # an interrupted attempt leaves nothing
                 self._record(record, AttemptStatus.CANCELLED, reason="interrupted")
                 raise
             returncode = None
+            made: list[tuple[str, os.stat_result]] = []
             if outcome is None or timed_out:
                 reason = f"timed out after {task.timeout:g} s"
             elif outcome.error:
@@ -666,7 +677,7 @@ class Session:
                 if returncode != 0:
                     reason = f"exit code {returncode}"
                 else:
-                    missing = missing_outputs(self.root, outputs, since)
+                    missing, made = self._made_outputs(job, since)
                     reason = f"missing output {', '.join(missing)}" if missing else ""
             if not reason and task.result_file is not None:
                 try:
@@ -699,20 +710,15 @@ class Session:
                     max_rss=outcome.max_rss,
                 )
             if not reason:
-                made = [p for o in outputs for p in expand(self.root, o)]
-                self._record(
-                    record,
-                    AttemptStatus.SUCCEEDED,
-                    outputs=await self._fingerprints(made, hashing),
-                    result=job.value,
-                    **details,
-                )
+                if record is not None:
+                    details.update(outputs=await self._output_fingerprints(made, hashing))
+                self._record(record, AttemptStatus.SUCCEEDED, result=job.value, **details)
                 job.duration = now - t_start
-                self._remember_remade(task)
+                self._remember_remade(job)
                 self._finish(job, JobState.SUCCEEDED)
                 return
             self._record(record, AttemptStatus.FAILED, **details)
-            remove_stale(self.root, outputs)
+            _unlink(job.paths)
             if not will_retry:
                 break
             if self.config.retry_backoff:
@@ -728,8 +734,39 @@ class Session:
         )
         self._finish(job, JobState.FAILED, error)
 
-    def _record(self, record: AttemptRecord, status: AttemptStatus, **changes: Any) -> None:
-        if self._writer is not None:
+    def _made_outputs(
+        self, job: Job, since_ns: int
+    ) -> tuple[list[str], list[tuple[str, os.stat_result]]]:
+        """The declared outputs an attempt did not make, and the files it made, stat'ed.
+
+        A literal output must exist (it was removed before the attempt); a glob must
+        match at least one file written during the attempt.
+        """
+        missing: list[str] = []
+        made: list[tuple[str, os.stat_result]] = []
+        literal = iter(job.paths)
+        for item in job.outputs:
+            if isinstance(item, Glob):
+                fresh = False
+                for path in expand(self.root, item):
+                    try:
+                        st = os.stat(resolve(self.root, path))
+                    except OSError:
+                        continue
+                    made.append((self._norm(path), st))
+                    fresh = fresh or st.st_mtime_ns >= since_ns
+                if not fresh:
+                    missing.append(item.pattern)
+                continue
+            path = next(literal)
+            try:
+                made.append((path, os.stat(path)))
+            except OSError:
+                missing.append(item)
+        return missing, made
+
+    def _record(self, record: AttemptRecord | None, status: AttemptStatus, **changes: Any) -> None:
+        if self._writer is not None and record is not None:
             self._writer.write(attrs.evolve(record, status=status, ended=time.time(), **changes))
 
     async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[Fingerprint, ...]:
@@ -743,6 +780,16 @@ class Session:
             return tuple(fp for fp in found if fp is not None)
 
         return await trio.to_thread.run_sync(take) if digest else take()
+
+    async def _output_fingerprints(
+        self, made: list[tuple[str, os.stat_result]], digest: bool
+    ) -> tuple[Fingerprint, ...]:
+        """Fingerprints of the files an attempt made; hashing (slow) runs in a thread."""
+        if digest:
+            return await self._fingerprints([path for path, _ in made], True)
+        return tuple(
+            Fingerprint(self._relative(path), st.st_size, st.st_mtime_ns) for path, st in made
+        )
 
     def _submission_recorder(self, record: AttemptRecord) -> Callable[[str], None]:
         """Journal the job id an executor got, so a later engine can wait for that job."""
@@ -763,14 +810,13 @@ class Session:
         if self._log_dir is None:
             self._log_dir = self.state_dir / "logs" / self.run_id
             self._log_dir.mkdir(parents=True, exist_ok=True)
+            self._log_prefix = os.path.join(self._log_dir, "")
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
-        return self._log_dir / f"{safe}-{job.key[:8]}.{attempt}.log"
+        return Path(f"{self._log_prefix}{safe}-{job.key[:8]}.{attempt}.log")
 
-    def _make_parent_dirs(self, outputs: Iterable[str | Glob]) -> None:
-        for item in outputs:
-            if isinstance(item, Glob):
-                continue
-            parent = os.path.dirname(resolve(self.root, item))
+    def _make_parent_dirs(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            parent = os.path.dirname(path)
             if parent and parent not in self._made_dirs:
                 os.makedirs(parent, exist_ok=True)
                 self._made_dirs.add(parent)
@@ -921,6 +967,19 @@ class Session:
     def _emit(self, event: ev.Event) -> None:
         for listener in self._listeners:
             listener.on_event(event)
+
+
+def _unlink(paths: Iterable[str]) -> None:
+    """Delete literal output files, so a failed or interrupted attempt leaves none behind.
+
+    Directories and glob matches are left alone: a glob is checked by modification
+    time instead.
+    """
+    for path in paths:
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
 
 
 def _mark_done(task: Task, job: Job) -> None:

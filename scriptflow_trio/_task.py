@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,11 @@ def _frozen_after_submit(instance: Task, attribute: attrs.Attribute, value: Any)
     return value
 
 
+# printable ASCII without quotes and backslash, and shlex's whitespace: where str.split
+# splits exactly as shlex.split does, ten times faster
+_PLAIN_COMMAND = re.compile(r"[ \t\r\n!#-&(-\[\]-~]*")
+
+
 def _normalize_cmd(task: Task, cmd: Any) -> str | tuple[str, ...]:
     """A string is split with shlex (kept as typed, for display) unless it goes to the shell."""
     task._text = ""
@@ -93,6 +99,8 @@ def _normalize_cmd(task: Task, cmd: Any) -> str | tuple[str, ...]:
         if task.shell:
             return cmd
         task._text = cmd.strip()
+        if _PLAIN_COMMAND.fullmatch(cmd):
+            return tuple(cmd.split())
         return tuple(shlex.split(cmd))
     if isinstance(cmd, Iterable):
         argv = tuple(os.fspath(c) if isinstance(c, os.PathLike) else str(c) for c in cmd)
