@@ -3,7 +3,7 @@
     python -m scriptflow_trio FLOWFILE                 list the flows
     python -m scriptflow_trio FLOWFILE NAME [k=v ...]  run one
     scriptflow-trio run NAME [k=v ...]                 the same with FLOWFILE=sflow.py
-    scriptflow-trio runs|show|log|why|clean ...        look into the store (_inspect.py)
+    scriptflow-trio runs|show|log|why|clean|report|dag ...  look into the store (_inspect.py)
 
 Exit codes: 0 success, 1 a task or the flow failed, 2 bad input, 130 SIGINT, 143 SIGTERM.
 """
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a flow (an async Python function) from a flows file, make-style.",
         epilog="`scriptflow-trio run NAME` reads the flows file sflow.py, as scriptflow did. "
         "Past runs: `scriptflow-trio runs`, `show [RUN]`, `log TASK`, `why FILE`, "
-        "`clean FLOWFILE NAME` (each with --help).",
+        "`clean FLOWFILE NAME`, `report [RUN]`, `dag [RUN]` (each with --help).",
     )
     p.add_argument("flowfile", help="the Python file that defines the flows")
     p.add_argument("name", nargs="?", help="the flow to run (omit to list them)")
@@ -147,7 +147,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m scriptflow_trio`` and ``scriptflow-trio``."""
     argv = sys.argv[1:] if argv is None else argv
-    command = command_argv(argv)  # runs, show, log, why, clean: see _inspect.py
+    command = command_argv(argv)  # runs, show, log, why, clean, report, dag: see _inspect.py
     if command is not None:
         return inspect_main(command)
     args = _parse(argv)

@@ -153,8 +153,8 @@ def layers(graph: Graph) -> list[list[str]]:
             if waiting[s] == 0:
                 ready.append(s)
     out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for node in graph.nodes:  # graph order: the order the tasks ended in
-        out[level[node.id]].append(node.id)
+    for n in graph.nodes:  # graph order: the order the tasks ended in
+        out[level[n.id]].append(n.id)
     _order(out, preds, succs)
     return out
 

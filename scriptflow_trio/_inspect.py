@@ -725,17 +725,16 @@ def _forget(store: Store, paths: list[str]) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    """Write the run's HTML report (``_report.py``); log paths are relative to here."""
     from ._report import write_report
 
     store = _open(args)
     try:
         run = find_run(store, args.run)
-        _write(
-            args.output,
-            lambda: write_report(
-                store, run, args.output, root=os.getcwd(), status=_run_status(run)
-            ),
-        )
+        try:
+            write_report(store, run, args.output, root=os.getcwd(), status=_run_status(run))
+        except OSError as exc:
+            raise _unwritable(args.output, exc) from None
     finally:
         store.close()
     console.print(Text(f"report: {args.output}"))
@@ -743,6 +742,7 @@ def cmd_report(args: argparse.Namespace, console: Console, errors: Console) -> i
 
 
 def cmd_dag(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    """Print the run's task graph (``_graph.py``) as dot or Mermaid."""
     from ._graph import collapse, graph_of, to_dot, to_mermaid
 
     store = _open(args)
@@ -754,19 +754,18 @@ def cmd_dag(args: argparse.Namespace, console: Console, errors: Console) -> int:
     if args.group:
         graph = collapse(graph)
     text = to_mermaid(graph) if args.format == "mermaid" else to_dot(graph, run.run_id)
-    if args.output:
-        _write(args.output, lambda: Path(args.output).write_text(text, encoding="utf-8"))
-    else:
+    if not args.output:
         console.out(text, end="", highlight=False)
+        return EXIT_OK
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _unwritable(args.output, exc) from None
     return EXIT_OK
 
 
-def _write(path: str, write: Callable[[], None]) -> None:
-    """Run ``write``; a file that cannot be written is an error for people."""
-    try:
-        write()
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+def _unwritable(path: str, exc: OSError) -> UsageError:
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {

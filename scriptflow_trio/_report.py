@@ -266,7 +266,11 @@ def _summary(
     if len(logdirs) == 1:
         facts.append(("logs", logdirs.pop()))
     facts.append(
-        ("attempts", f"{len(attempts)}" + (f" ({retried} tasks retried)" if retried else ""))
+        (
+            "attempts",
+            f"{len(attempts)}"
+            + (f" ({retried} task{'s' if retried > 1 else ''} retried)" if retried else ""),
+        )
     )
     if cpu:
         facts.append(("CPU time", duration_text(sum(cpu))))
@@ -452,7 +456,7 @@ def _timeline_svg(
         groups.setdefault(_group_name(a, per_host[a.executor]), []).append(a)
 
     out: list[str] = []
-    y = _AXIS_H
+    y: float = _AXIS_H
     rows: list[str] = []
     for gname, members in groups.items():
         lanes = _lanes(members, end)
@@ -596,10 +600,10 @@ def _table(
     any_job = any(a.job_id for a in attempts)
     for key, name, status, count, duration in tasks:
         tries = by_key.get(key, [])
-        final = tries[-1] if tries else None
+        latest = tries[-1] if tries else None
         cpus = [a.cpu_seconds for a in tries if a.cpu_seconds is not None]
         rsss = [a.max_rss for a in tries if a.max_rss is not None]
-        logdir, logbase = os.path.split(final.log_path) if final and final.log_path else ("", "")
+        logdir, logbase = os.path.split(latest.log_path) if latest and latest.log_path else ("", "")
         tail_list = [
             [
                 a.attempt,
@@ -620,10 +624,10 @@ def _table(
             ref(statuses, 0, status),
             count,
             None if duration is None else round(duration, 3),
-            None if final is None else final.returncode,
-            "" if final is None else final.executor,
-            "" if final is None else final.host,
-            "" if final is None else final.job_id,
+            None if latest is None else latest.returncode,
+            ref(executors, 2, latest.executor) if latest and latest.executor else -1,
+            ref(hosts, 3, latest.host) if latest and latest.host else -1,
+            "" if latest is None else latest.job_id,
             round(sum(cpus), 3) if cpus else None,
             max(rsss) if rsss else None,
             ref(logdirs, 1, logdir) if logbase else -1,
@@ -631,8 +635,6 @@ def _table(
             tail_at,
             key[:10],
         ]
-        row[5] = ref(executors, 2, row[5]) if row[5] else -1
-        row[6] = ref(hosts, 3, row[6]) if row[6] else -1
         rows.append(row)
     failed_rows = [i for i, r in enumerate(rows) if statuses[r[1]] == "failed" and r[12] >= 0]
     if len(failed_rows) <= 3:
@@ -879,7 +881,7 @@ td.tailbox { background: #fbfbfc; padding: 6px 10px 10px 28px; white-space: norm
 .tail .what { font-size: 12px; color: var(--muted); margin-bottom: 3px; }
 .tail pre { margin: 0; padding: 8px 10px; background: #1f2630; color: #e6e9ee; border-radius: 6px;
   font: 12px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; white-space: pre-wrap;
-  word-break: break-all; max-height: 260px; overflow: auto; }
+  word-break: break-all; max-height: 360px; overflow: auto; }
 svg.dag .edge { fill: none; stroke: #a3adb8; stroke-width: 1.3; marker-end: url(#sf-arrow); }
 svg.dag .arrow { fill: #a3adb8; }
 svg.dag text { font-size: 12px; fill: var(--ink); }
@@ -1009,6 +1011,9 @@ _SCRIPT = r"""
       if (r[12] >= 0 && open[r.i]) frag.appendChild(tails(r));
     });
     tbody.replaceChildren(frag);
+    tbody.querySelectorAll(".tail pre").forEach(function (pre) {
+      pre.scrollTop = pre.scrollHeight;  // the last lines matter most
+    });
     count.textContent = list.length === rows.length ? rows.length + " tasks"
                                                     : list.length + " of " + rows.length + " tasks";
     more.hidden = list.length <= limit;
