@@ -186,10 +186,47 @@ class Tool:
             (workdir / name).write_text(text)
 
 
+#: where the measured ``scriptflow_trio`` is imported from: this repository's working tree,
+#: or an export of one of its commits (``export_commit``)
+_package_root = [REPO]
+
+
+def package_root() -> Path:
+    return _package_root[0]
+
+
+def export_commit(commit: str, into: Path) -> str:
+    """Measure the package as ``commit`` has it: ``git archive`` it into ``into``.
+
+    Returns the commit's short hash. Others' uncommitted changes in the working tree are
+    then out of the measurement.
+    """
+    try:
+        short = subprocess.run(
+            ["git", "rev-parse", "--short", "--verify", commit + "^{commit}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BenchmarkError(f"--commit {commit}: not a commit of {REPO}") from exc
+    archive = subprocess.Popen(
+        ["git", "archive", commit, "scriptflow_trio"], cwd=REPO, stdout=subprocess.PIPE
+    )
+    untar = subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout)
+    assert archive.stdout is not None
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise BenchmarkError(f"--commit {commit}: could not export scriptflow_trio")
+    _package_root[0] = into
+    return short.stdout.strip()
+
+
 def repo_env() -> dict[str, str]:
-    """Makes ``import scriptflow_trio`` find the repository this harness lives in."""
+    """Makes ``import scriptflow_trio`` find the package measured (see ``package_root``)."""
     path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": str(REPO) + (os.pathsep + path if path else "")}
+    return {"PYTHONPATH": str(package_root()) + (os.pathsep + path if path else "")}
 
 
 def scriptflow_trio_tool() -> Tool:
@@ -370,8 +407,12 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def tail(text: str, lines: int = 15) -> str:
-    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+def tail(text: str, lines: int = 15, width: int = 240) -> str:
+    """The last lines of a tool's output, each cut to ``width`` characters."""
+    cut = [
+        line if len(line) <= width else line[:width] + " ..." for line in text.strip().splitlines()
+    ]
+    return "\n".join("    " + line for line in cut[-lines:])
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -516,8 +557,9 @@ def check_prerequisites() -> None:
     )
     if probe.returncode != 0:
         raise BenchmarkError(
-            f"{sys.executable} cannot import scriptflow_trio from {REPO}:\n{tail(probe.stderr)}"
+            f"{sys.executable} cannot import scriptflow_trio from {package_root()}:\n"
+            f"{tail(probe.stderr)}"
         )
     found = Path(probe.stdout.strip()).resolve()
-    if found != REPO / "scriptflow_trio":
-        raise BenchmarkError(f"scriptflow_trio resolves to {found}, not to {REPO}")
+    if found != package_root().resolve() / "scriptflow_trio":
+        raise BenchmarkError(f"scriptflow_trio resolves to {found}, not to {package_root()}")

@@ -49,7 +49,6 @@ from _tools import (
     CHAIN,
     INDEPENDENT,
     OPTIONAL,
-    REPO,
     SLOTS,
     BenchmarkError,
     Tool,
@@ -57,6 +56,7 @@ from _tools import (
     clean_env,
     default_cache,
     expected_outputs,
+    export_commit,
     install_in_venv,
     make_tool,
     output_mtimes,
@@ -587,6 +587,14 @@ def goals_summary(res: Results) -> str:
     lines = ["Goals (scriptflow_trio):", ""]
     for workload, goal in GOALS.items():
         rows = [r for r in res.rows.values() if r.workload == workload and r.goal]
+        failed = [
+            r
+            for r in res.rows.values()
+            if r.workload == workload and r.failure and r.tool.startswith("scriptflow_trio")
+        ]
+        if failed:
+            lines.append(f"- {workload} {goal}: FAILED ({failed[0].case}: {failed[0].failure})")
+            continue
         if not rows:
             lines.append(f"- {workload} {goal}: not measured")
             continue
@@ -633,6 +641,40 @@ def notes(res: Results, tools: dict[str, Tool], missing: list[str]) -> str:
             else:
                 lines.append(f"- {row.tool}, {row.workload} {row.case}: {note}")
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """How this run was started, less the options that only say where files go."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--json", "--cache"):
+            skip = True
+        elif not arg.startswith(("--json=", "--cache=")):
+            kept.append(arg)
+    return " ".join(["python benchmarks/run.py", *kept])
+
+
+def write_readme(readme: Path, meta: dict[str, Any], document: str) -> None:
+    """Replace what lies between the README's results markers with ``document``."""
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise BenchmarkError(f"{readme} has no {BEGIN} ... {END} section")
+    section = (
+        f"Taken on {meta['date']} with `{meta['command']}`, on {meta['machine']} "
+        f"({meta['platform']}), Python {meta['python']}, {meta['make']}; "
+        f"scriptflow_trio {meta['revision']}.\n\n{document}\n"
+    )
+    # paths of this machine have no place in the README
+    for path, name in ((str(HERE.parent), "<repo>"), (tempfile.gettempdir(), "<tmp>")):
+        section = section.replace(path, name)
+    readme.write_text(text[: start + len(BEGIN)] + "\n" + section + text[end:])
 
 
 def json_data(res: Results, meta: dict[str, Any]) -> dict[str, Any]:
@@ -696,6 +738,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the raw numbers go (default: benchmarks/results/latest.json)",
     )
     p.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="also replace the results section of benchmarks/README.md with the output",
+    )
+    p.add_argument(
+        "--commit",
+        metavar="REV",
+        help="measure scriptflow_trio as this commit has it (exported with git archive), "
+        "not the working tree",
+    )
+    p.add_argument(
         "--cache",
         type=Path,
         default=default_cache(),
@@ -738,12 +791,27 @@ def machine() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="sf-bench-"))
+    try:
+        return measure_all(args, argv, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def measure_all(args: argparse.Namespace, argv: Sequence[str] | None, base: Path) -> int:
+    if args.commit:
+        (base / "src").mkdir()
+        revision = export_commit(args.commit, base / "src")
+        where = f"commit {revision}, exported with git archive"
+    else:
+        revision = scriptflow_trio_revision()
+        where = f"the working tree of {HERE.parent}"
     check_prerequisites()
     tools, missing = available_tools(args)
     res = Results()
     units = plan(res, tools, args.only, args.quick, args.repeat)
     meta = {
-        "revision": scriptflow_trio_revision(),
+        "revision": revision,
         "python": platform.python_version(),
         "machine": machine(),
         "platform": platform.platform(),
@@ -754,21 +822,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "make": subprocess.run(
             ["make", "--version"], capture_output=True, text=True, env=clean_env()
         ).stdout.splitlines()[0],
-        "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+        "command": command_line(sys.argv[1:] if argv is None else argv),
     }
-    progress(f"measuring scriptflow_trio {meta['revision']} from {REPO}")
-    base = Path(tempfile.mkdtemp(prefix="sf-bench-"))
-    try:
-        warm_up(tools, base)
-        run_units(units, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    progress(f"measuring scriptflow_trio {revision}: {where}")
+    warm_up(tools, base)
+    run_units(units, base)
     derive(res)
-    print(markdown(res, meta))
-    print()
-    print(goals_summary(res))
-    print()
-    print(notes(res, tools, missing))
+    document = "\n\n".join([markdown(res, meta), goals_summary(res), notes(res, tools, missing)])
+    print(document)
+    if args.write_readme:
+        write_readme(HERE / "README.md", meta, document)
+        progress(f"wrote the results into {HERE / 'README.md'}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(json_data(res, meta), indent=1) + "\n")
     progress(f"raw numbers: {args.json}")
