@@ -3,6 +3,8 @@
 Import it as scriptflow's replacement: ``import scriptflow_trio as sf``.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._errors import ExecutorError as ExecutorError
 from ._errors import FlowFileError as FlowFileError
 from ._errors import FlowNotFound as FlowNotFound
@@ -31,10 +33,33 @@ from ._task import glob as glob
 from .executors._base import AttemptSpec as AttemptSpec
 from .executors._base import Executor as Executor
 from .executors._base import Outcome as Outcome
-from .executors.dask import DaskExecutor as DaskExecutor
 from .executors.local import LocalExecutor as LocalExecutor
-from .executors.sge import PBSExecutor as PBSExecutor
-from .executors.sge import SGEExecutor as SGEExecutor
-from .executors.slurm import SlurmExecutor as SlurmExecutor
 
 __version__ = "0.1.0"
+
+# Imported when first used: most runs need none of them, and start-up time counts.
+_LAZY = {
+    "DaskExecutor": ".executors.dask",
+    "PBSExecutor": ".executors.sge",
+    "SGEExecutor": ".executors.sge",
+    "SlurmExecutor": ".executors.slurm",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if _TYPE_CHECKING:
+    from .executors.dask import DaskExecutor as DaskExecutor
+    from .executors.sge import PBSExecutor as PBSExecutor
+    from .executors.sge import SGEExecutor as SGEExecutor
+    from .executors.slurm import SlurmExecutor as SlurmExecutor

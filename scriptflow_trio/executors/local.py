@@ -17,6 +17,7 @@ portable way, and resource use is not measured.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,7 @@ class LocalExecutor(Executor):
         self.name = name
         self.grace = grace
         self._host = socket.gethostname()
+        self._programs: dict[str, str] = {}
 
     @property
     def capacity(self) -> int:
@@ -110,7 +112,7 @@ class LocalExecutor(Executor):
         try:
             read_end, out_fd = os.pipe() if spec.on_output is not None else (None, log_fd)
             try:
-                child = await _start(spec, out_fd)
+                child = await _start(spec, out_fd, self._programs)
             except OSError as exc:
                 if read_end is not None:
                     os.close(read_end)
@@ -155,14 +157,24 @@ class LocalExecutor(Executor):
             await child.wait()
 
 
-async def _start(spec: AttemptSpec, out_fd: int) -> _Child:
-    """Start the attempt's command with stdin from /dev/null, stdout and stderr to ``out_fd``."""
+async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _Child:
+    """Start the attempt's command with stdin from /dev/null, stdout and stderr to ``out_fd``.
+
+    ``programs`` caches where PATH lookups found programs: posix_spawnp would try
+    every PATH entry before the right one, while the engine waits for the exec.
+    """
     argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
     env = {**os.environ, **spec.env} if spec.env else os.environ
-    # posix_spawnp searches the engine's PATH and cannot change directory
+    # the fast path cannot change directory, and searches the engine's PATH
     if _FAST and not (spec.env and "PATH" in spec.env) and spec.cwd == os.getcwd():
-        pid = os.posix_spawnp(  # noqa: ASYNC221 - returns once the child has exec'd
-            argv[0],
+        program = argv[0]
+        if os.sep not in program:
+            found = programs.get(program) or shutil.which(program)
+            if found is None:
+                raise FileNotFoundError(program)
+            programs[program] = program = found
+        pid = os.posix_spawn(  # noqa: ASYNC221 - returns once the child has exec'd
+            program,
             argv,
             env,
             file_actions=[
