@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import scriptflow_trio as sf
-from scriptflow_trio.executors._batch import Completed, format_mem, format_time
+from scriptflow_trio.executors._batch import (
+    Completed,
+    ExitFile,
+    _Job,
+    _read_exit_files,
+    format_mem,
+    format_time,
+)
+
+PY = sys.executable
 
 
 def spec(tmp_path: Path, **changes) -> sf.AttemptSpec:
@@ -101,8 +113,10 @@ def test_the_wrapper_writes_the_exit_code_and_host_under_the_job_id(
     s = spec(tmp_path, cmd='echo "$ALPHA" > out.txt; exit 3')
     done = run_script(tmp_path, executor(), s, job_id, var)
     assert done.returncode == 3
-    code, host = (tmp_path / "exit" / job_id).read_text().split()
+    code, host, cpu, rss = (tmp_path / "exit" / job_id).read_text().split()
     assert code == "3" and host
+    # run in the wrapper's shell (no script to run again): CPU time, no peak memory
+    assert float(cpu) >= 0 and rss == "-"
     assert (tmp_path / "out.txt").read_text() == "a b\n"
     assert os.listdir(tmp_path / "exit") == [job_id]  # the temporary name is gone
 
@@ -121,6 +135,65 @@ def test_a_missing_working_directory_is_an_exit_code_not_a_hang(tmp_path):
     done = run_script(tmp_path, sf.SlurmExecutor(), s, "8", "SLURM_JOB_ID")
     assert done.returncode == 127 and "cannot cd" in done.stderr
     assert (tmp_path / "exit" / "8").read_text().split()[0] == "127"
+
+
+BURN = "import time\nb = b'x' * (50 << 20)\nwhile time.process_time() < 0.3: pass\n"
+RECORD_RUN = "echo ran >> runs.txt; echo ${__sf_inner-unset} > inner.txt; "
+
+
+def run_measured(tmp_path: Path, job_id: str, env: dict[str, str] | None = None):
+    """Run the job script from where the executor writes it, as a scheduler would."""
+    ex = sf.SlurmExecutor()
+    s = spec(tmp_path, cmd=RECORD_RUN + f"{PY} -c {shlex.quote(BURN)}; exit 4", env=None)
+    script = ex.script_path(s, tmp_path / ".scriptflow")
+    script.parent.mkdir(parents=True)
+    script.write_text(ex.render(s, tmp_path / "exit", script))
+    env = {**(env or os.environ), "SLURM_JOB_ID": job_id}
+    bash = shutil.which("bash") or "bash"
+    done = subprocess.run([bash, str(script)], env=env, cwd=tmp_path, capture_output=True)
+    assert done.returncode == 4, done.stderr
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"  # once, never twice
+    assert (tmp_path / "inner.txt").read_text() == "unset\n"
+    return ExitFile.parse((tmp_path / "exit" / job_id).read_text())
+
+
+def test_the_wrapper_measures_what_the_command_used(tmp_path):
+    ended = run_measured(tmp_path, "91")
+    assert (ended.returncode, bool(ended.host)) == (4, True)
+    assert ended.cpu_seconds is not None and ended.cpu_seconds > 0.25
+    assert ended.max_rss is not None and ended.max_rss > 50 << 20
+
+
+def test_without_python_on_the_node_the_wrapper_still_measures_cpu_time(tmp_path, monkeypatch):
+    # neither the engine's interpreter nor a python3 on PATH: the command runs in the
+    # wrapper's own shell, once, and only its CPU time is known
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("hostname", "mkdir", "mv", "getconf"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    ended = run_measured(tmp_path, "92", {**os.environ, "PATH": str(tools)})
+    assert ended.returncode == 4
+    assert ended.cpu_seconds is not None and ended.cpu_seconds > 0.25
+    assert ended.max_rss is None
+
+
+def test_exit_files_of_two_fields_from_an_earlier_wrapper_still_read(tmp_path):
+    assert ExitFile.parse("3 node7\n") == ExitFile(3, "node7", None, None)
+    assert ExitFile.parse("0 node7 1.250 52428800\n") == ExitFile(0, "node7", 1.25, 52428800)
+    assert ExitFile.parse("0 node7 - -\n") == ExitFile(0, "node7", None, None)
+    assert ExitFile.parse("0 node7 nan junk\n") == ExitFile(0, "node7", None, None)
+    assert ExitFile.parse("") == ExitFile(None, "", None, None)
+    # as the poller reads them, for a job an engine reattached to
+    exit_dir = tmp_path / "exit"
+    exit_dir.mkdir()
+    (exit_dir / "31").write_text("0 node7\n")
+    (exit_dir / "32").write_text("2 node8 0.5 1024\n")
+    jobs = [_Job(job_id, exit_dir / job_id, ()) for job_id in ("31", "32", "33")]
+    assert _read_exit_files(jobs) == {
+        "31": (ExitFile(0, "node7"), True),
+        "32": (ExitFile(2, "node8", 0.5, 1024), True),
+    }
 
 
 def test_scriptflow_config_keys_are_accepted():

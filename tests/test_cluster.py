@@ -24,6 +24,7 @@ import trio
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
+from scriptflow_trio._store import Store
 
 PY = sys.executable
 HERE = Path(__file__).parent
@@ -235,6 +236,30 @@ async def test_twenty_tasks_run_with_one_query_per_interval(cluster: Cluster, wo
     # one call per interval for all twenty jobs, never one per job
     assert 1 <= queries <= elapsed / INTERVAL + 2, (queries, elapsed)
     print(f"{cluster.kind}: 20 tasks in {elapsed:.1f} s, {queries} {cluster.query} calls")
+
+
+# about 0.3 s of CPU and 50 MB touched
+BURN = "import time\nb = b'x' * (50 << 20)\nwhile time.process_time() < 0.3: pass\n"
+
+
+async def test_the_jobs_cpu_time_and_peak_memory_are_recorded(cluster: Cluster, workdir: Path):
+    with trio.fail_after(120):
+        async with sf.open_session(executors=[cluster.make()]) as session:
+            await sf.Task(
+                cmd=f"{PY} -c {shlex.quote(BURN)} && touch burnt",
+                shell=True,
+                outputs="burnt",
+                name="burn",
+            )
+            run_id = session.run_id
+    store = Store.open(workdir / ".scriptflow")
+    try:
+        (record,) = store.attempts(run_id)
+    finally:
+        store.close()
+    assert record.job_id == cluster.submitted()[0]
+    assert record.cpu_seconds is not None and record.cpu_seconds > 0.1, record
+    assert record.max_rss is not None and record.max_rss > 40 << 20, record
 
 
 async def test_a_failing_command_reports_its_exit_code_and_log(cluster: Cluster, workdir: Path):

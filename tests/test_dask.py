@@ -26,6 +26,7 @@ from helpers import Recorder, alive, wait_for_files, wait_gone
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
+from scriptflow_trio._store import Store
 
 distributed = pytest.importorskip("distributed")
 
@@ -177,6 +178,27 @@ async def test_nonzero_exit_is_retried_and_reported(workdir, address):
         (e.attempt, e.returncode) for e in rec.of(ev.AttemptFinished) if e.name == "flaky"
     ]
     assert flaky_attempts == [(1, 1), (2, 0)]
+
+
+async def test_cpu_time_and_peak_memory_are_measured_on_the_worker(workdir, address):
+    burn = "import time\nb = b'x' * (50 << 20)\nwhile time.process_time() < 0.3: pass\n"
+    with trio.fail_after(30):
+        async with sf.open_session(executors=[dask(address)]) as session:
+            await sf.Task(
+                cmd=f"{Q_PY} -c {shlex.quote(burn)} && touch burnt",
+                shell=True,
+                outputs="burnt",
+                name="burn",
+            )
+            run_id = session.run_id
+    store = Store.open(workdir / ".scriptflow")
+    try:
+        (record,) = store.attempts(run_id)
+    finally:
+        store.close()
+    assert record.executor == "dask"
+    assert record.cpu_seconds is not None and record.cpu_seconds > 0.1, record
+    assert record.max_rss is not None and record.max_rss > 40 << 20, record
 
 
 async def test_a_task_asking_more_cores_than_any_worker_has_fails_clearly(workdir, address):

@@ -2,11 +2,20 @@
 
 Each attempt becomes a job script under the state directory
 (``<state_dir>/jobs/<run>/<name>-<key8>.<attempt>.sh``). Its wrapper runs the command
-in a subshell and, when it ends, writes ``"<exit code> <host>"`` to
-``<state_dir>/jobs/exit/<job id>`` (a temporary name, then a rename): that file, not
-"the job left the queue", decides how the attempt ended. The path is a pure function
-of the state directory and the job id, so an engine that died and restarts can judge
-a job that an earlier run submitted (``AttemptSpec.reattach``).
+in a subshell and, when it ends, writes ``"<exit code> <host> <cpu seconds> <peak
+memory in bytes>"`` to ``<state_dir>/jobs/exit/<job id>`` (a temporary name, then a
+rename): that file, not "the job left the queue", decides how the attempt ended. The
+path is a pure function of the state directory and the job id, so an engine that died
+and restarts can judge a job that an earlier run submitted (``AttemptSpec.reattach``).
+
+What the command used is measured by the job itself, whatever the scheduler and
+whether or not it keeps accounts: the wrapper runs its own script again under a few
+lines of Python (the engine's interpreter if the node sees it, else ``python3``) that
+reap it with ``wait4``, which gives the CPU time of the whole tree and the peak memory
+of its largest process. Without Python the command runs in the wrapper as before, and
+the CPU time comes from the wrapper's ``/proc/<pid>/stat`` (no peak memory). A field
+the job could not measure is ``-``; an exit file of two fields (from a wrapper of an
+earlier version, whose job an engine reattaches to) reads as "not measured".
 
 One executor owns two background tasks, in its own nursery and shielded from the
 caller's cancellation (so that they can finish cancelling jobs after Ctrl-C):
@@ -31,6 +40,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -79,6 +89,8 @@ class _Job:
     cancelling: bool = False
     returncode: int | None = None
     host: str = ""
+    cpu_seconds: float | None = None
+    max_rss: int | None = None
     error: str = ""
 
     def finish(self, error: str = "") -> None:
@@ -121,6 +133,79 @@ def _words(value: str | Iterable[str] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(value.split())
     return tuple(value)
+
+
+# The wrapper's functions. ``__sf_done CODE [CPU RSS]`` writes the exit file; ``__sf_end
+# CODE`` ends the job once the command has run in the wrapper's own shell: the CPU time of
+# the children it waited for is in /proc/<pid>/stat (fields 16 and 17, in clock ticks).
+_WRAPPER = (
+    "__sf_done() {",
+    '  mkdir -p "$__sf_exit_dir"',
+    '  printf \'%s %s %s %s\\n\' "$1" "$(hostname)" "${2:--}" "${3:--}" \\',
+    '    > "$__sf_exit_dir/.$__sf_id.tmp" &&',
+    '    mv -f "$__sf_exit_dir/.$__sf_id.tmp" "$__sf_exit_dir/$__sf_id"',
+    "}",
+    "__sf_end() {",
+    "  local stat hz ms cpu=-",
+    "  if [ -r /proc/$$/stat ] && read -r stat < /proc/$$/stat; then",
+    '    set -- "$1" ${stat##*) }',
+    "    hz=$(getconf CLK_TCK 2>/dev/null) || hz=100",
+    "    ms=$(( (${15} + ${16}) * 1000 / ${hz:-100} ))",
+    "    cpu=$((ms / 1000)).$(printf %03d $((ms % 1000)))",
+    "  fi",
+    '  __sf_done "$1" "$cpu" -',
+    '  exit "$1"',
+    "}",
+)
+
+# Run by the wrapper as ``python -c _MEASURE /path/to/bash script``: runs the script
+# again, writes "+" (it started) to descriptor 3, reaps it with wait4, writes " CPU RSS".
+# Python 3 of any age; the child gets back the signals Python ignores.
+_MEASURE = """\
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.close(3)
+        for name in ("SIGPIPE", "SIGXFSZ"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+        os.execv(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+os.write(3, b"+")
+_, status, use = os.wait4(pid, 0)
+rss = use.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+os.write(3, (" %.3f %d" % (use.ru_utime + use.ru_stime, rss)).encode())
+sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+def _measured(script: str, pythons: str) -> list[str]:
+    """Wrapper lines that run ``script`` (this job's own, quoted) again under _MEASURE.
+
+    The second run (``__sf_inner`` names the job) runs the command and leaves the exit
+    file to the first, which adds what it used. When no Python can start it, the command
+    runs in this shell after all.
+    """
+    return [
+        'if [ "${__sf_inner:-}" = "again:$__sf_id" ]; then',
+        "  unset __sf_inner",
+        "  __sf_done() { :; }",
+        '  __sf_end() { exit "$1"; }',
+        f"elif [ -r {script} ]; then",
+        f"  for __sf_py in {pythons}; do",
+        '    command -v "$__sf_py" >/dev/null 2>&1 || continue',
+        '    { __sf_use=$(__sf_inner="again:$__sf_id" "$__sf_py" -E -S -c '
+        + shlex.quote(_MEASURE)
+        + f' "${{BASH:-/bin/bash}}" {script} 3>&1 >&4 4>&-); __sf_rc=$?; }} 4>&1',
+        '    if [ -n "$__sf_use" ]; then',
+        '      __sf_done "$__sf_rc" ${__sf_use#+}',
+        '      exit "$__sf_rc"',
+        "    fi",
+        "  done",
+        "fi",
+    ]
 
 
 async def run_command(argv: Sequence[str], *, limit: float = 60.0) -> Completed:
@@ -362,7 +447,15 @@ class BatchExecutor(Executor):
             await trio.to_thread.run_sync(_append, spec.log_path, job.error)
             # the job ran, or was meant to: a retry may fare better
             return Outcome(None, started, ended, job.host, job_id=job_id, lost=job.error)
-        return Outcome(job.returncode, started, ended, job.host, job_id=job_id)
+        return Outcome(
+            job.returncode,
+            started,
+            ended,
+            job.host,
+            job_id=job_id,
+            cpu_seconds=job.cpu_seconds,
+            max_rss=job.max_rss,
+        )
 
     # -- job scripts --------------------------------------------------------------------
 
@@ -384,8 +477,9 @@ class BatchExecutor(Executor):
         file = f"{safe_name(spec.name)}-{spec.key[:8]}.{spec.attempt}.sh"
         return state_dir / "jobs" / run / file
 
-    def render(self, spec: AttemptSpec, exit_dir: Path) -> str:
-        """The job script for one attempt."""
+    def render(self, spec: AttemptSpec, exit_dir: Path, script: Path | None = None) -> str:
+        """The job script for one attempt; ``script`` is where it is written, from where
+        the job runs it again to measure what the command uses (None: never again)."""
         lines = ["#!/bin/bash"]
         lines += self.directive_lines(spec, self.job_name(spec))
         for extra in self.directives:
@@ -395,12 +489,11 @@ class BatchExecutor(Executor):
             f"# scriptflow_trio: task {spec.name!r}, key {spec.key}, attempt {spec.attempt}",
             f"__sf_exit_dir={shlex.quote(str(exit_dir))}",
             f'__sf_id="${{{self.job_id_variable}}}"',
-            "__sf_done() {",
-            '  mkdir -p "$__sf_exit_dir"',
-            '  printf \'%s %s\\n\' "$1" "$(hostname)" > "$__sf_exit_dir/.$__sf_id.tmp" &&',
-            '    mv -f "$__sf_exit_dir/.$__sf_id.tmp" "$__sf_exit_dir/$__sf_id"',
-            "}",
+            *_WRAPPER,
         ]
+        if script is not None:
+            pythons = shlex.join(dict.fromkeys([sys.executable, "python3"]))
+            lines += _measured(shlex.quote(str(script)), pythons)
         if self.env_file:
             quoted = shlex.quote(self.env_file)
             lines.append(f"if [ -f {quoted} ]; then . {quoted}; fi")
@@ -411,12 +504,12 @@ class BatchExecutor(Executor):
         for key, value in (spec.env or {}).items():
             lines.append(f"export {key}={shlex.quote(value)}")
         command = spec.cmd if isinstance(spec.cmd, str) else shlex.join(spec.cmd)
-        lines += ["(", command, ")", "__sf_rc=$?", '__sf_done "$__sf_rc"', 'exit "$__sf_rc"', ""]
+        lines += ["(", command, ")", '__sf_end "$?"', ""]
         return "\n".join(lines)
 
     async def _write_script(self, spec: AttemptSpec, state_dir: Path, exit_dir: Path) -> Path:
         path = self.script_path(spec, state_dir)
-        text = self.render(spec, exit_dir)
+        text = self.render(spec, exit_dir, path)
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -620,7 +713,9 @@ class BatchExecutor(Executor):
         now = time.time()
         for job in waiting:
             if job.job_id in found:
-                job.returncode, job.host, outputs_visible = found[job.job_id]
+                ended, outputs_visible = found[job.job_id]
+                job.returncode, job.host = ended.returncode, ended.host
+                job.cpu_seconds, job.max_rss = ended.cpu_seconds, ended.max_rss
                 if job.returncode == 0 and not outputs_visible and not job.cancelling:
                     # the exit code can show before the outputs on a shared file system
                     job.outputs_since = job.outputs_since or now
@@ -654,12 +749,43 @@ class BatchExecutor(Executor):
         return f"{message}; {extra}" if extra else message
 
 
-def _read_exit_files(jobs: list[_Job]) -> dict[str, tuple[int | None, str, bool]]:
-    """Exit code, host and whether the outputs are visible, for the jobs that ended.
+@attrs.frozen
+class ExitFile:
+    """What a job's wrapper wrote when the command ended."""
+
+    returncode: int | None
+    host: str = ""
+    cpu_seconds: float | None = None
+    max_rss: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ExitFile:
+        """``"<code> <host> [<cpu seconds> <peak bytes>]"``; what is missing, ``-`` or
+        unreadable is None (an earlier wrapper wrote the first two fields only)."""
+        fields = [*text.split()[:4], "", "", "", ""]
+        try:
+            code: int | None = int(fields[0])
+        except ValueError:
+            code = None
+        rss = _amount(fields[3])
+        return cls(code, fields[1], _amount(fields[2]), None if rss is None else int(rss))
+
+
+def _amount(word: str) -> float | None:
+    """A measured amount: a finite number, 0 or more; anything else is None."""
+    try:
+        value = float(word)
+    except ValueError:
+        return None
+    return value if 0 <= value < math.inf else None
+
+
+def _read_exit_files(jobs: list[_Job]) -> dict[str, tuple[ExitFile, bool]]:
+    """What the jobs that ended wrote, and whether their outputs are visible.
 
     Listing a directory makes an NFS client drop its cached view of it.
     """
-    found: dict[str, tuple[int | None, str, bool]] = {}
+    found: dict[str, tuple[ExitFile, bool]] = {}
     listed: dict[Path, set[str]] = {}
     for job in jobs:
         folder = job.exit_file.parent
@@ -671,23 +797,18 @@ def _read_exit_files(jobs: list[_Job]) -> dict[str, tuple[int | None, str, bool]
         if job.exit_file.name not in listed[folder]:
             continue
         try:
-            text = job.exit_file.read_text().split()
+            ended = ExitFile.parse(job.exit_file.read_text())
         except OSError:
             continue
-        try:
-            code: int | None = int(text[0])
-        except (IndexError, ValueError):
-            code = None
-        host = text[1] if len(text) > 1 else ""
         visible = True
-        if code == 0 and job.outputs:
+        if ended.returncode == 0 and job.outputs:
             for parent in {os.path.dirname(p) for p in job.outputs}:
                 try:
                     os.listdir(parent)
                 except OSError:
                     pass
             visible = all(os.path.exists(p) for p in job.outputs)
-        found[job.job_id] = (code, host, visible)
+        found[job.job_id] = (ended, visible)
     return found
 
 

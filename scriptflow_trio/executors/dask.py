@@ -17,10 +17,11 @@ The bridge between trio and Dask is one thread, whatever the number of attempts:
                                                  worker, in batches; then cancel the future
 
 On the worker, :func:`_run_attempt` starts the command in a session of its own (a process
-group), sends its output to the log file, and waits for it. Cancelling sends SIGTERM to
-the group, then SIGKILL after ``grace`` seconds. A small guard process per worker holds
-the groups the worker started and kills them if the worker itself dies, so that a
-worker's death leaves no orphan writing the outputs of the retry.
+group), sends its output to the log file, and reaps it with ``wait4``, which tells what
+its process tree used (CPU time; peak memory of its largest process). Cancelling sends
+SIGTERM to the group, then SIGKILL after ``grace`` seconds. A small guard process per
+worker holds the groups the worker started and kills them if the worker itself dies, so
+that a worker's death leaves no orphan writing the outputs of the retry.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import trio
 
 from .._errors import ExecutorError
 from ._base import AttemptSpec, Executor, Outcome
-from .local import _signal_group, _start_error
+from .local import _RSS_UNIT, _signal_group, _start_error
 
 _INSTALL_DASK = "the Dask executor needs dask: pip install 'scriptflow-trio[dask]'"
 _INSTALL_JOBQUEUE = "jobqueue= needs dask-jobqueue: pip install 'scriptflow-trio[dask]'"
@@ -223,8 +224,19 @@ class DaskExecutor(Executor):
 async def _outcome(attempt: _Attempt, started: float) -> Outcome:
     value = attempt.value
     if isinstance(value, tuple):
-        returncode, host, _pid, t0, t1, error = value
-        return Outcome(returncode, t0, t1, host, job_id=attempt.id, error=error)
+        # a worker of an earlier version returns no resource use
+        returncode, host, _pid, t0, t1, error, *used = value
+        cpu_seconds, max_rss = [*used, None, None][:2]
+        return Outcome(
+            returncode,
+            t0,
+            t1,
+            host,
+            job_id=attempt.id,
+            error=error,
+            cpu_seconds=cpu_seconds,
+            max_rss=max_rss,
+        )
     ended = time.time()
     log_path = attempt.spec.log_path
     if isinstance(value, _Lost):
@@ -704,7 +716,7 @@ class _WorkerSide:
                 running = self.running[attempt_id] = _Running(proc)
                 self._tell_guard(f"+{proc.pid}", grace)
             try:
-                returncode = proc.wait()
+                returncode, cpu_seconds, max_rss = _reap(proc)
             finally:
                 with self.lock:
                     if self.running.get(attempt_id) is running:
@@ -713,7 +725,8 @@ class _WorkerSide:
                         # the leader is gone; what it started in its group goes too
                         _signal_group(proc.pid, signal.SIGKILL)
                     self._tell_guard(f"-{proc.pid}", grace)
-            return (returncode, self.host, proc.pid, started, time.time(), "")
+            ended = time.time()
+            return (returncode, self.host, proc.pid, started, ended, "", cpu_seconds, max_rss)
         finally:
             os.close(log_fd)
 
@@ -755,6 +768,16 @@ class _WorkerSide:
             self.guard = None
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
+    """Wait for ``proc``: its exit code (as ``Popen`` gives it), CPU seconds, peak RSS."""
+    if not hasattr(os, "wait4"):  # pragma: no cover - Windows
+        return proc.wait(), None, None
+    _, status, usage = os.wait4(proc.pid, 0)
+    # Popen must know it was reaped: nothing may signal its pid (or group) again
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * _RSS_UNIT
+
+
 def _kill_if_running(running: _Running) -> None:
     if running.proc.returncode is None:  # the leader ignored SIGTERM
         _signal_group(running.proc.pid, signal.SIGKILL)
@@ -772,7 +795,8 @@ def _worker_side() -> _WorkerSide:
 
 
 def _run_attempt(attempt_id: str, spec: AttemptSpec, grace: float) -> tuple[Any, ...]:
-    """The Dask task: run one attempt's command; (returncode, host, pid, start, end, error)."""
+    """The Dask task: run one attempt's command; (returncode, host, pid, start, end, error,
+    cpu seconds, max rss)."""
     return _worker_side().run(attempt_id, spec, grace)
 
 
