@@ -182,6 +182,34 @@ def _order(
                 position[node] = j
 
 
+def layer_rows(graph: Graph, columns: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Where each node sits in its layer, in rows (0 at the top; at least 1 apart).
+
+    The first layer is stacked; every later node goes to the mean row of its producers,
+    then nodes are pushed apart in their order, down and, if that overflows, back up:
+    a consumer sits beside what it consumes instead of at its layer's middle.
+    """
+    preds: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
+    for a, b in graph.edges:
+        preds[b].append(a)
+    tallest = max((len(c) for c in columns), default=0)
+    row: dict[str, float] = {}
+    for i, column in enumerate(columns):
+        wanted = []
+        for j, node in enumerate(column):
+            placed = [row[p] for p in preds[node] if p in row]
+            wanted.append(sum(placed) / len(placed) if i and placed else float(j))
+        got = list(wanted)
+        for j in range(1, len(got)):
+            got[j] = max(got[j], got[j - 1] + 1)
+        bottom = float(max(tallest, len(column)) - 1)
+        for j in range(len(got) - 1, -1, -1):
+            limit = bottom if j == len(got) - 1 else got[j + 1] - 1
+            got[j] = max(min(got[j], limit), float(j))
+        row.update(zip(column, got, strict=True))
+    return row
+
+
 # -- text forms -------------------------------------------------------------------------
 
 

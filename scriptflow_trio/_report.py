@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._graph import Graph, collapse, graph_of, layers
+from ._graph import Graph, collapse, graph_of, layer_rows, layers
 from ._records import AttemptRecord, AttemptStatus, RunRecord, TaskOutcome
 from ._store import Store
 
@@ -685,7 +685,7 @@ def _table(
         f'<select id="sf-status" aria-label="status"><option value="">every status</option>'
         f"{options}</select>"
         '<span id="sf-count" class="muted"></span></div></div>'
-        '<div class="scroll"><table id="sf-table"><thead><tr></tr></thead><tbody></tbody>'
+        '<div class="scroll rows"><table id="sf-table"><thead><tr></tr></thead><tbody></tbody>'
         "</table></div>"
         '<button id="sf-more" type="button" hidden>show all</button>'
         '<noscript><p class="note">the table needs JavaScript</p></noscript>'
@@ -742,15 +742,14 @@ def _graph_svg(graph: Graph) -> str:
     columns = layers(graph)
     nodes = {n.id: n for n in graph.nodes}
     node_h = _NODE_H + 14 if graph.grouped else _NODE_H
-    tallest = max(len(c) for c in columns)
+    at = layer_rows(graph, columns)
     pitch = node_h + _ROW_GAP
     pos: dict[str, tuple[float, float]] = {}
     for i, column in enumerate(columns):
-        offset = (tallest - len(column)) * pitch / 2
-        for j, nid in enumerate(column):
-            pos[nid] = (_PAD + i * (_NODE_W + _COL_GAP), _PAD + offset + j * pitch)
+        for nid in column:
+            pos[nid] = (_PAD + i * (_NODE_W + _COL_GAP), _PAD + at[nid] * pitch)
     width = _PAD * 2 + len(columns) * (_NODE_W + _COL_GAP) - _COL_GAP
-    height = _PAD * 2 + tallest * pitch - _ROW_GAP
+    height = _PAD * 2 + (max(at.values()) + 1) * pitch - _ROW_GAP
     edges = []
     for a, b in graph.edges:
         (xa, ya), (xb, yb) = pos[a], pos[b]
@@ -823,6 +822,7 @@ h2 { font-size: 15px; margin: 0; font-weight: 650; }
 .sw { display: inline-block; width: 14px; height: 10px; border-radius: 2px; }
 .scroll { overflow: auto; }
 .scroll.tall { max-height: 80vh; }
+.scroll.rows { max-height: 75vh; }
 .note { color: var(--muted); font-size: 13px; margin: 6px 0 0; }
 details.skipped { margin-top: 8px; font-size: 13px; }
 details.skipped summary { cursor: pointer; color: var(--muted); }

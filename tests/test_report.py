@@ -33,6 +33,7 @@ from scriptflow_trio._graph import (
     Node,
     collapse,
     graph_of,
+    layer_rows,
     layers,
     mermaid_ids,
     to_dot,
@@ -712,6 +713,22 @@ def test_layers_order_uncrosses_edges() -> None:
     assert got == [["a1", "a2"], ["b1", "b2"]]
 
 
+def test_layer_rows_put_consumers_beside_their_producers() -> None:
+    graph = simple("s0 s1 s2 s3 c1 c2", "s0>c1 s1>c1 s2>c2 s3>c2")
+    assert layer_rows(graph, layers(graph)) == {
+        "s0": 0,
+        "s1": 1,
+        "s2": 2,
+        "s3": 3,
+        "c1": 0.5,
+        "c2": 2.5,
+    }
+    # two consumers of one producer: one row apart, neither above the top
+    graph = simple("s a b", "s>a s>b")
+    got = layer_rows(graph, layers(graph))
+    assert got["s"] == 0 and sorted([got["a"], got["b"]]) == [0, 1]
+
+
 def test_layers_survive_a_cycle() -> None:
     got = layers(simple("a b c", "a>b b>a b>c"))
     assert sorted(n for layer in got for n in layer) == ["a", "b", "c"]
@@ -824,3 +841,32 @@ def test_read_tail_of_a_log(tmp_path: Path) -> None:
     tail = read_tail(log, 3).splitlines()
     assert tail[:2] == ["line 98", "line 99"] and tail[2].endswith("…")
     assert "no longer on disk" in read_tail(tmp_path / "gone.log")
+
+
+def test_report_of_an_empty_run_and_of_a_run_cut_short() -> None:
+    page = build_report(run_record(status=RunStatus.SUCCEEDED), [], [])
+    assert "no attempt ran in this run" in page and "no task was recorded" in page
+    assert table_data(page)["rows"] == []
+    # the engine died: its attempt with no end is interrupted, and drawn to the last end
+    k1, k2 = key(1), key(2)
+    attempts = [
+        attempt(k1, "done", length=5),
+        attrs.evolve(attempt(k2, "cut", start=1), status=AttemptStatus.RUNNING, ended=None),
+    ]
+    died = run_record(status=RunStatus.RUNNING, ended=None)
+    page = build_report(died, [outcome(k1, "done")], attempts, status="died")
+    assert 'class="badge st-died"' in page
+    assert '<g class="bar bar-interrupted"><title>cut — attempt 1 of 1: interrupted' in page
+    assert rows_by_name(table_data(page))["cut"]["status"] == "interrupted"
+    # the same run seen while it goes on: running, drawn up to now
+    page = build_report(died, [outcome(k1, "done")], attempts, status="running", generated=T0 + 50)
+    assert '<g class="bar bar-running">' in page and "still running" in page
+
+
+def test_report_graph_too_big_even_grouped_is_not_drawn() -> None:
+    names = [f"task-{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(300)]
+    outcomes = [outcome(key(i + 1), name) for i, name in enumerate(names)]
+    page = build_report(run_record(), outcomes, [])
+    graph_html = page[page.index('id="graph"') :]
+    assert '<svg class="dag"' not in graph_html
+    assert "300 tasks in 300 name groups: too many to draw" in graph_html
