@@ -107,9 +107,14 @@ def write_report(
         generated=time.time(),
     )
     partial = f"{target}.partial"
-    with open(partial, "w", encoding="utf-8", errors="replace") as f:
-        f.write(text)
-    os.replace(partial, target)
+    try:
+        with open(partial, "w", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+        os.replace(partial, target)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -120,6 +125,7 @@ def _e(text: object) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
+    """``0.4 s``, ``3m 05s``, ``2h 07m``: a duration for people, as ``show`` writes it."""
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -132,14 +138,15 @@ def duration_text(seconds: float | None) -> str:
 
 
 def bytes_text(n: int | None) -> str:
+    """``35.2 MB``: a size in bytes for people (binary multiples)."""
     if n is None:
         return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    size, unit = float(n), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            break
         size /= 1024
-    return f"{size:.1f} TB"  # unreachable; keeps type checkers content
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def _clock(t: float, *, date: bool = False, ms: bool = False) -> str:
@@ -252,7 +259,8 @@ def _summary(
         facts.append(("name", run.name))
     if run.arguments:
         facts.append(("arguments", " ".join(f"{k}={v}" for k, v in run.arguments.items())))
-    facts.append(("started", _clock(run.started, date=True)))
+    zone = time.strftime(" %Z", time.localtime(run.started)).rstrip()
+    facts.append(("started", _clock(run.started, date=True) + zone))
     ended = (
         "still running" if live else ("-" if run.ended is None else _clock(run.ended, date=True))
     )
