@@ -39,24 +39,30 @@ def decide(
     root: str,
     inputs: Sequence[str],
     outputs: Sequence[str | Glob],
+    paths: Sequence[str] = (),
     *,
     was_remade: Callable[[str], bool] = lambda path: False,
 ) -> Decision:
     """Make's rule: run unless every output exists and none is older than an input.
 
-    ``inputs`` are already expanded; ``was_remade(path)`` tells whether another task
-    made (or, in a dry run, would make) that input in this run.
+    ``inputs`` are already expanded; ``paths``, when given, are the literal outputs
+    resolved against ``root``, in order; ``was_remade(path)`` tells whether another
+    task made (or, in a dry run, would make) that input in this run.
     """
     if not outputs:
         return Decision(True, "it declares no outputs")
     oldest: int | None = None
     oldest_name = ""
+    resolved = iter(paths)
     for item in outputs:
-        paths = expand(root, item)
-        if not paths:
-            return Decision(True, f"no file matches output {item}")
-        for path in paths:
-            mtime = _mtime(root, path)
+        if isinstance(item, Glob):
+            matches = [(p, p) for p in expand(root, item)]
+            if not matches:
+                return Decision(True, f"no file matches output {item}")
+        else:
+            matches = [(item, next(resolved, item))]
+        for path, full in matches:
+            mtime = _mtime(root, full)
             if mtime is None:
                 return Decision(True, f"output {path} is missing")
             if oldest is None or mtime < oldest:

@@ -273,7 +273,7 @@ class Session:
                     job = self._new_job(task, key)
                     new.append(job)
                 elif task is not job.task:
-                    task._job = job
+                    object.__setattr__(task, "_job", job)
                     if job.ok:
                         _mark_done(task, job)
                     else:
@@ -333,7 +333,7 @@ class Session:
         job = Job(
             task=task, key=key, name=task.name, executor=executor, outputs=declared, paths=outputs
         )
-        task._job = job
+        object.__setattr__(task, "_job", job)  # private: past the setattr hooks
         self._jobs[key] = job
         for path in outputs:
             self._producers[path] = job
@@ -353,6 +353,17 @@ class Session:
             ) from None
 
     def _norm(self, path: str) -> str:
+        """``path`` made absolute and normalised (paths are dict keys: one spelling each)."""
+        if (
+            path
+            and path[0] != "/"
+            and path[0] != "."
+            and "/." not in path
+            and "//" not in path
+            and path[-1] != "/"
+            and os.sep == "/"
+        ):
+            return self._root_prefix + path  # nothing for normpath to do: the common case
         return os.path.normpath(resolve(self.root, path))
 
     def _producers_of(self, job: Job) -> list[Job]:
@@ -410,7 +421,7 @@ class Session:
                     ),
                 )
                 return
-        decision = decide(self.root, inputs, job.outputs, was_remade=self._was_remade)
+        decision = decide(self.root, inputs, job.outputs, job.paths, was_remade=self._was_remade)
         if self._history is None:
             self._act(job, decision)
             return
@@ -433,10 +444,9 @@ class Session:
                 AttemptStatus.CANCELLED: "was cancelled",
             }[state.status]
             return Decision(True, f"its last attempt {what} (run {state.run_id})")
-        for item in job.outputs:
-            if isinstance(item, Glob):
-                continue
-            made = self._history.files.get(self._relative(item))
+        literal = [item for item in job.outputs if not isinstance(item, Glob)]
+        for item, path in zip(literal, job.paths, strict=True):
+            made = self._history.files.get(self._relative(path))
             if made is None or made[0] == job.key:
                 continue
             if made[1] != job.task.command_line():
@@ -523,6 +533,8 @@ class Session:
 
     def _relative(self, path: str) -> str:
         """``path`` as the store keeps it: relative to the project directory."""
+        if path.startswith(self._root_prefix) and "/." not in path and "//" not in path:
+            return path[len(self._root_prefix) :]  # already normalised: the common case
         norm = self._norm(path)
         if norm.startswith(self._root_prefix):
             return norm[len(self._root_prefix) :]
@@ -983,8 +995,9 @@ def _unlink(paths: Iterable[str]) -> None:
 
 
 def _mark_done(task: Task, job: Job) -> None:
-    task._done = True
-    task._value = job.value
+    # private fields: past the Task's setattr hooks, which only guard public ones
+    object.__setattr__(task, "_done", True)
+    object.__setattr__(task, "_value", job.value)
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:

@@ -45,6 +45,7 @@ STORE_FILE = "store.sqlite"
 JOURNAL_FILE = "journal"
 
 _converter = cattrs.Converter()
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 _TASKS = """CREATE TABLE IF NOT EXISTS tasks (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, run_id TEXT NOT NULL,
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS run_tasks (
 
 
 def _dump(record: Any) -> str:
-    return json.dumps(_converter.unstructure(record), separators=(",", ":"))
+    return _ENCODER.encode(_converter.unstructure(record))
 
 
 def _load(text: str, cls: type) -> Any:
@@ -182,7 +183,11 @@ class Store:
             if isinstance(record, AttemptRecord):
                 attempts[record.run_id, record.key, record.attempt] = record
             elif isinstance(record, TaskOutcome):
-                outcomes.append((*attrs.astuple(record)[:-1], " ".join(record.after)))
+                r = record
+                outcomes.append(
+                    (r.run_id, r.key, r.name, r.status, r.attempts, r.duration, r.ended)
+                    + (" ".join(r.after),)
+                )
             else:
                 runs.append(
                     (

@@ -20,6 +20,7 @@ import attrs
 if TYPE_CHECKING:
     from ._session import Job
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: dumps() makes one per call
 OUTPUT_GROUP_ALL = None  # the group of outputs given as a plain list or string
 
 
@@ -94,11 +95,12 @@ _PLAIN_COMMAND = re.compile(r"[ \t\r\n!#-&(-\[\]-~]*")
 
 def _normalize_cmd(task: Task, cmd: Any) -> str | tuple[str, ...]:
     """A string is split with shlex (kept as typed, for display) unless it goes to the shell."""
-    task._text = ""
+    # private field: object.__setattr__ skips the setattr hooks, which guard public ones
+    object.__setattr__(task, "_text", "")
     if isinstance(cmd, str):
         if task.shell:
             return cmd
-        task._text = cmd.strip()
+        object.__setattr__(task, "_text", cmd.strip())
         if _PLAIN_COMMAND.fullmatch(cmd):
             return tuple(cmd.split())
         return tuple(shlex.split(cmd))
@@ -192,7 +194,7 @@ class Task:
         """
         if self._key:
             return self._key
-        encoded = json.dumps(
+        encoded = _ENCODER.encode(
             [
                 self.cmd if isinstance(self.cmd, str) else list(self.cmd),
                 self.shell,
@@ -201,12 +203,11 @@ class Task:
                 self.cwd,
                 self.result_file,
                 sorted(self.env.items()) if self.env else None,
-            ],
-            separators=(",", ":"),
+            ]
         )
         key = hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
         if self._job is not None:
-            self._key = key  # frozen from now on
+            object.__setattr__(self, "_key", key)  # frozen from now on
         return key
 
     def command_line(self) -> str:
@@ -312,4 +313,6 @@ class Task:
 
 def resolve(root: str, path: str) -> str:
     """``path`` relative to the session directory ``root``."""
+    if os.sep == "/" and path and not root.endswith("/"):  # os.path.join's result, faster
+        return path if path[0] == "/" else f"{root}/{path}"
     return path if os.path.isabs(path) else os.path.join(root, path)
