@@ -89,7 +89,8 @@ class Job:
     name: str
     executor: Executor
     state: JobState = JobState.BLOCKED
-    finished: trio.Event = attrs.field(factory=trio.Event)
+    done: bool = False  # finished, one way or another
+    finished_event: trio.Event | None = None  # made only when someone waits for this job
     waiters: int = 0
     held: bool = False
     blockers: int = 0
@@ -293,7 +294,7 @@ class Session:
         for job in new:
             producers = self._producers_of(job) if job.task.inputs else []
             job.after = tuple(p.key for p in producers)
-            blockers = [p for p in producers if not p.finished.is_set()]
+            blockers = [p for p in producers if not p.done]
             if blockers:
                 job.blockers = len(blockers)
                 for producer in blockers:
@@ -302,7 +303,7 @@ class Session:
                 self._to_decide.append(job)
         if hold:
             for job in jobs:
-                if not job.finished.is_set() and not job.held:
+                if not job.done and not job.held:
                     job.held = True
                     self._held.add(job)
         self._decide_pending()
@@ -324,7 +325,7 @@ class Session:
         outputs = tuple(self._norm(o) for o in declared if not isinstance(o, Glob))
         for path in outputs:
             other = self._producers.get(path)
-            if other is not None and other.key != key and not other.finished.is_set():
+            if other is not None and other.key != key and not other.done:
                 raise InvalidTask(
                     f"task {task.name!r} declares output {os.path.relpath(path, self.root)!r}, "
                     f"which task {other.name!r} is also making right now",
@@ -486,7 +487,7 @@ class Session:
             return True
 
         same = await trio.to_thread.run_sync(unchanged)
-        if job.finished.is_set() or job.cancel_requested:
+        if job.done or job.cancel_requested:
             return
         if same:
             decision = Decision(False, "up to date (inputs touched, contents unchanged)")
@@ -598,7 +599,7 @@ class Session:
                 await self._attempts(job)
         finally:
             self._free[executor.name] += cost
-            if not job.finished.is_set():
+            if not job.done:
                 self._finish(job, JobState.CANCELLED)
             self._pump(executor)
 
@@ -852,7 +853,9 @@ class Session:
             _mark_done(job.task, job)
             for other in job.others or ():
                 _mark_done(other, job)
-        job.finished.set()
+        job.done = True
+        if job.finished_event is not None:
+            job.finished_event.set()
         self._emit(
             ev.TaskFinished(
                 job.name,
@@ -907,15 +910,15 @@ class Session:
 
     async def wait(self, job: Job) -> None:
         """Wait for ``job``; raise its error. Cancelling the last waiter cancels the job."""
-        if job.finished.is_set():
+        if job.done:
             await trio.lowlevel.checkpoint()
         else:
             job.waiters += 1
             try:
-                await job.finished.wait()
+                await _finished(job)
             finally:
                 job.waiters -= 1
-                if not job.finished.is_set():
+                if not job.done:
                     await self._cancel_unwanted([job])
         if job.error is not None:
             raise job.error
@@ -929,7 +932,7 @@ class Session:
         several as an ExceptionGroup.
         """
         jobs = list({id(j): j for j in jobs}.values())
-        left = sum(1 for j in jobs if not j.finished.is_set())
+        left = sum(1 for j in jobs if not j.done)
         wake = trio.Event()
         keep_going = self.config.keep_going
 
@@ -941,7 +944,7 @@ class Session:
 
         if left == 0 or (not keep_going and any(j.error for j in jobs)):
             wake.set()
-        waiting = [j for j in jobs if not j.finished.is_set()]
+        waiting = [j for j in jobs if not j.done]
         for job in waiting:
             job.waiters += 1
             job.watchers = [*(job.watchers or ()), watcher]
@@ -952,7 +955,7 @@ class Session:
                 job.waiters -= 1
                 if job.watchers is not None:
                     job.watchers.remove(watcher)
-            await self._cancel_unwanted([j for j in waiting if not j.finished.is_set()])
+            await self._cancel_unwanted([j for j in waiting if not j.done])
         errors = [j.error for j in jobs if j.error is not None]
         if errors:
             if len(errors) == 1 or not keep_going:
@@ -961,7 +964,7 @@ class Session:
 
     async def _cancel_unwanted(self, jobs: Sequence[Job]) -> None:
         """Cancel the unfinished jobs that nobody waits for any more, and wait for them."""
-        doomed = [j for j in jobs if j.waiters == 0 and not j.held and not j.finished.is_set()]
+        doomed = [j for j in jobs if j.waiters == 0 and not j.held and not j.done]
         if not doomed:
             return
         with trio.CancelScope(shield=True):
@@ -972,13 +975,23 @@ class Session:
                 elif job.scope is not None:
                     job.scope.cancel()
             for job in doomed:
-                await job.finished.wait()
+                await _finished(job)
 
     # -- events -----------------------------------------------------------------------
 
     def _emit(self, event: ev.Event) -> None:
         for listener in self._listeners:
             listener.on_event(event)
+
+
+async def _finished(job: Job) -> None:
+    """Wait until ``job`` has finished (an Event per job would cost memory per pending task)."""
+    if job.done:
+        await trio.lowlevel.checkpoint()
+        return
+    if job.finished_event is None:
+        job.finished_event = trio.Event()
+    await job.finished_event.wait()
 
 
 def _unlink(paths: Iterable[str]) -> None:

@@ -298,8 +298,8 @@ class Store:
     def outcomes(self, run_id: str) -> list[TaskOutcome]:
         """How each task of the run ended, in the order they ended, with their edges."""
         return [
-            TaskOutcome(*row[:-1], after=tuple(row[-1].split()))
-            for row in self._query(
+            TaskOutcome(run_id, key, name, status, attempts, duration, ended, tuple(after.split()))
+            for run_id, key, name, status, attempts, duration, ended, after in self._query(
                 "SELECT run_id, key, name, status, attempts, duration, ended, after "
                 "FROM run_tasks WHERE run_id = ? ORDER BY ended",
                 (run_id,),
