@@ -137,7 +137,7 @@ def test_a_missing_working_directory_is_an_exit_code_not_a_hang(tmp_path):
     assert (tmp_path / "exit" / "8").read_text().split()[0] == "127"
 
 
-BURN = "import time\nb = b'x' * (50 << 20)\nwhile time.process_time() < 0.3: pass\n"
+BURN = "import time\nb = b'x' * (400 << 20)\nwhile time.process_time() < 0.3: pass\n"
 RECORD_RUN = "echo ran >> runs.txt; echo ${__sf_inner-unset} > inner.txt; "
 
 
@@ -161,7 +161,8 @@ def test_the_wrapper_measures_what_the_command_used(tmp_path):
     ended = run_measured(tmp_path, "91")
     assert (ended.returncode, bool(ended.host)) == (4, True)
     assert ended.cpu_seconds is not None and ended.cpu_seconds > 0.25
-    assert ended.max_rss is not None and ended.max_rss > 50 << 20
+    # the command's own peak, not the measuring Python's (Linux counts it in a child's)
+    assert ended.max_rss is not None and 400 << 20 <= ended.max_rss < 520 << 20
 
 
 def test_without_python_on_the_node_the_wrapper_still_measures_cpu_time(tmp_path, monkeypatch):

@@ -159,10 +159,12 @@ _WRAPPER = (
 )
 
 # Run by the wrapper as ``python -c _MEASURE /path/to/bash script``: runs the script
-# again, writes "+" (it started) to descriptor 3, reaps it with wait4, writes " CPU RSS".
+# again, writes "+" (it started) to descriptor 3, reaps it with wait4, writes " CPU RSS"
+# (RSS "-" when the figure is only this Python's own peak, which Linux counts in it).
 # Python 3 of any age; the child gets back the signals Python ignores.
 _MEASURE = """\
-import os, signal, sys
+import os, resource, signal, sys
+floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 pid = os.fork()
 if pid == 0:
     try:
@@ -175,8 +177,10 @@ if pid == 0:
         os._exit(127)
 os.write(3, b"+")
 _, status, use = os.wait4(pid, 0)
-rss = use.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-os.write(3, (" %.3f %d" % (use.ru_utime + use.ru_stime, rss)).encode())
+# a child's peak includes this process's memory (until exec): at or below it, unknown
+unit = 1 if sys.platform == "darwin" else 1024
+rss = "%d" % (use.ru_maxrss * unit) if use.ru_maxrss > floor else "-"
+os.write(3, (" %.3f %s" % (use.ru_utime + use.ru_stime, rss)).encode())
 sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 """
 

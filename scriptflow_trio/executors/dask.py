@@ -699,6 +699,7 @@ class _WorkerSide:
                 if attempt_id in self.cancelled:
                     return (None, self.host, 0, started, time.time(), "cancelled")
                 try:
+                    rss_floor = _own_peak_rss()
                     proc = subprocess.Popen(
                         spec.cmd,
                         shell=spec.shell,
@@ -716,7 +717,7 @@ class _WorkerSide:
                 running = self.running[attempt_id] = _Running(proc)
                 self._tell_guard(f"+{proc.pid}", grace)
             try:
-                returncode, cpu_seconds, max_rss = _reap(proc)
+                returncode, cpu_seconds, max_rss = _reap(proc, rss_floor)
             finally:
                 with self.lock:
                     if self.running.get(attempt_id) is running:
@@ -768,14 +769,28 @@ class _WorkerSide:
             self.guard = None
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, float | None, int | None]:
-    """Wait for ``proc``: its exit code (as ``Popen`` gives it), CPU seconds, peak RSS."""
+def _own_peak_rss() -> int:
+    """This process's peak resident memory, in ru_maxrss units (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reap(proc: subprocess.Popen[bytes], rss_floor: int) -> tuple[int, float | None, int | None]:
+    """Wait for ``proc``: its exit code (as ``Popen`` gives it), CPU seconds, peak RSS.
+
+    Linux counts, in a child's peak, the memory of the worker it was forked from (until
+    exec): a peak at or below ``rss_floor``, the worker's own then, says nothing.
+    """
     if not hasattr(os, "wait4"):  # pragma: no cover - Windows
         return proc.wait(), None, None
     _, status, usage = os.wait4(proc.pid, 0)
     # Popen must know it was reaped: nothing may signal its pid (or group) again
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * _RSS_UNIT
+    rss = usage.ru_maxrss * _RSS_UNIT if usage.ru_maxrss > rss_floor else None
+    return proc.returncode, usage.ru_utime + usage.ru_stime, rss
 
 
 def _kill_if_running(running: _Running) -> None:

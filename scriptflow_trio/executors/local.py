@@ -8,7 +8,8 @@ SIGTERM, a grace period, then SIGKILL.
 Starting a process is the cost every task pays, so on Linux it takes the shortest
 path: ``posix_spawn`` (vfork and exec, no Python between them) on the event loop's
 own thread, a pidfd to learn of the exit without a thread, and ``wait4`` to reap it
-with what the process tree used (CPU time; peak memory of its largest process).
+with what the process tree used (CPU time; peak memory of its largest process, when
+it is above the engine's own: below, Linux's figure is the engine's).
 Elsewhere, or when the task needs what ``posix_spawn`` cannot do (another working
 directory, its own PATH), ``subprocess.Popen`` starts it; trio waits for it the
 portable way, and resource use is not measured.
@@ -30,7 +31,9 @@ import trio
 from ._base import AttemptSpec, Executor, Outcome
 
 _POSIX = os.name == "posix"
-_FAST = sys.platform == "linux" and hasattr(os, "pidfd_open") and hasattr(os, "posix_spawnp")
+_FAST = sys.platform == "linux" and hasattr(os, "pidfd_open") and hasattr(os, "posix_spawn")
+if _FAST:
+    import resource
 # ru_maxrss is in KiB on Linux, in bytes on macOS
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
@@ -57,9 +60,10 @@ def _raise_open_file_limit(needed: int) -> None:
 class _Child:
     """A started attempt's leader process: wait for it (repeatably), stop its group."""
 
-    def __init__(self, pid: int, proc: trio.Process | None = None) -> None:
+    def __init__(self, pid: int, proc: trio.Process | None, rss_floor: int) -> None:
         self.pid = pid
         self._proc = proc  # set when trio, not we, reaps the process
+        self._rss_floor = rss_floor
         self.returncode: int | None = None
         self.cpu_seconds: float | None = None
         self.max_rss: int | None = None
@@ -79,7 +83,10 @@ class _Child:
         _, status, usage = os.wait4(self.pid, 0)  # noqa: ASYNC222 - it has exited
         self.returncode = os.waitstatus_to_exitcode(status)
         self.cpu_seconds = usage.ru_utime + usage.ru_stime
-        self.max_rss = usage.ru_maxrss * _RSS_UNIT
+        # Linux counts, in a child's peak, the memory of the process it was spawned from
+        # (until exec): at or below the engine's own peak the figure says nothing
+        if usage.ru_maxrss > self._rss_floor:
+            self.max_rss = usage.ru_maxrss * _RSS_UNIT
         return self.returncode
 
 
@@ -165,6 +172,7 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
     """
     argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
     env = {**os.environ, **spec.env} if spec.env else os.environ
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if _FAST else 0
     # the fast path cannot change directory, and searches the engine's PATH
     if _FAST and not (spec.env and "PATH" in spec.env) and spec.cwd == os.getcwd():
         program = argv[0]
@@ -186,7 +194,7 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
             # Python ignores SIGPIPE and SIGXFSZ; the command should not inherit that
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
-        return _Child(pid)
+        return _Child(pid, None, floor)
     options: dict = {"cwd": spec.cwd, "env": env}
     if _POSIX:
         options["start_new_session"] = True
@@ -198,7 +206,7 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
     proc = await trio.lowlevel.open_process(
         argv, stdout=out_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **options
     )
-    return _Child(proc.pid, proc)
+    return _Child(proc.pid, proc, floor)
 
 
 async def _pump_output(
