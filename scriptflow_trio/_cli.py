@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from ._argv import add_place_options, command_argv
 from ._errors import (
     FlowFileError,
     ScriptflowError,
@@ -30,10 +31,9 @@ from ._errors import (
     UsageError,
 )
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
-from ._inspect import add_place_options, command_argv
-from ._inspect import main as inspect_main
 from ._notify import Endpoint, Notifier
 from ._session import SessionConfig, new_run_id, open_session
+from ._ui import Printer, TerminalView, escape
 from .executors._base import Executor
 from .executors._clusters import BATCH_EXECUTORS, batch_executor
 from .executors.local import LocalExecutor
@@ -149,12 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = command_argv(argv)  # runs, show, log, why, clean, report, dag: see _inspect.py
     if command is not None:
+        from ._inspect import main as inspect_main
+
         return inspect_main(command)
     args = _parse(argv)
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Printer(sys.stdout, plain=args.plain)
+    errors = Printer(sys.stderr, plain=args.plain)
     try:
         if args.directory:
             try:
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(errors, exc, verbose=args.verbose and not isinstance(exc, FlowFileError))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        errors.print("[magenta]interrupted[/]")
+        errors.print("interrupted", style="magenta")
         return 130
 
 
@@ -275,7 +275,7 @@ def _executors(args: argparse.Namespace) -> list[Executor]:
     return [dask, local] if args.executor == "dask" else [*executors, dask]
 
 
-def _list_flows(console: Any, flows: FlowFile) -> None:
+def _list_flows(console: Printer, flows: FlowFile) -> None:
     described = flows.describe()
     if not described:
         console.print(
@@ -286,15 +286,16 @@ def _list_flows(console: Any, flows: FlowFile) -> None:
     console.print(f"flows in {flows.path}:")
     width = max(len(name) for name, _ in described)
     for name, doc in described:
-        console.print(f"  [bold]{name:<{width}}[/]  {doc}", highlight=False)
+        row = f"  {name:<{width}}  {doc}"
+        console.print(row, markup=f"  [bold]{escape(name):<{width}}[/]  {escape(doc)}")
 
 
 async def _run(
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
     args: argparse.Namespace,
-    console: Any,
-    error_console: Any,
+    console: Printer,
+    error_console: Printer,
 ) -> int:
     """Run the flow; with notification endpoints, send its events while it runs, and the
     last ones after the summary is printed (for at most a few seconds)."""
@@ -315,8 +316,6 @@ async def _run(
             error_console.print(
                 f"notifications: {s.sent} sent{lost} to {s.endpoint}{why}",
                 style="yellow" if lost else "",
-                markup=False,
-                highlight=False,
             )
     return code
 
@@ -325,14 +324,12 @@ async def _run_session(
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
     args: argparse.Namespace,
-    console: Any,
-    error_console: Any,
+    console: Printer,
+    error_console: Printer,
     listeners: list[Any],
 ) -> int:
-    from ._ui import TerminalView
 
-    plain = args.plain or not console.is_terminal
-    view = TerminalView(console, plain=plain, quiet=args.quiet, verbose=args.verbose)
+    view = TerminalView(console, plain=args.plain, quiet=args.quiet, verbose=args.verbose)
     config = SessionConfig(
         force=tuple(args.force),
         dry_run=args.dry_run,
@@ -386,7 +383,7 @@ async def _run_session(
     return EXIT_FAILED if (leaves or failures) else EXIT_OK
 
 
-def _write_report(args: argparse.Namespace, console: Any, error_console: Any) -> None:
+def _write_report(args: argparse.Namespace, console: Printer, error_console: Printer) -> None:
     """``--report FILE``: the run's HTML report, once the session has ended, however.
 
     A report that cannot be written is said, and leaves the run's exit code alone.
@@ -405,7 +402,7 @@ def _write_report(args: argparse.Namespace, console: Any, error_console: Any) ->
             run = store.find_run(args.run_id)
             if run is None:
                 error_console.print(
-                    f"no report: run {args.run_id} was not recorded", style="yellow", markup=False
+                    f"no report: run {args.run_id} was not recorded", style="yellow"
                 )
                 return
             write_report(store, run, args.report, root=os.getcwd())
@@ -414,13 +411,10 @@ def _write_report(args: argparse.Namespace, console: Any, error_console: Any) ->
     except (ScriptflowError, OSError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         error_console.print(
-            f"error: cannot write the report {args.report}: {detail}",
-            style="bold red",
-            markup=False,
-            highlight=False,
+            f"error: cannot write the report {args.report}: {detail}", style="bold red"
         )
         return
-    console.print(f"report: {args.report}", markup=False, highlight=False)
+    console.print(f"report: {args.report}")
 
 
 def _leaves(errors: list[BaseException]) -> list[BaseException]:
@@ -447,7 +441,7 @@ def _describe_failure(error: TaskError, verbose: bool) -> str:
     return "\n".join(lines)
 
 
-def _print_error(console: Any, exc: BaseException, *, verbose: bool) -> None:
+def _print_error(console: Printer, exc: BaseException, *, verbose: bool) -> None:
     if isinstance(exc, ScriptflowError):
         message = f"error: {exc}"
     else:
@@ -459,5 +453,5 @@ def _print_error(console: Any, exc: BaseException, *, verbose: bool) -> None:
         where = f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
         message = f"error: the flow raised {type(exc).__name__}{where}: {exc}"
     if verbose:
-        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
-    console.print(message, style="bold red", markup=False, highlight=False)
+        console.print("".join(traceback.format_exception(exc)))
+    console.print(message, style="bold red")

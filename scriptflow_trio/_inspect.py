@@ -30,11 +30,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from ._argv import add_place_options
 from ._errors import ScriptflowError, StoreError, UsageError
 from ._records import AttemptRecord, AttemptStatus, Fingerprint, RunRecord, RunStatus
 from ._store import Store, fingerprint, hash_file, open_existing
 
-COMMANDS = ("runs", "show", "log", "why", "clean", "report", "dag")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_DEPTH = 20
 
@@ -50,39 +50,6 @@ _STATUS_STYLE = {
 
 
 # -- the command line -------------------------------------------------------------------
-
-
-def command_argv(argv: Sequence[str]) -> list[str] | None:
-    """``argv`` as ``[command, ...]`` if it names one of :data:`COMMANDS`, else None.
-
-    ``-C DIR`` and ``--state-dir DIR`` may come before the command word.
-    """
-    argv = list(argv)
-    i = 0
-    while i < len(argv):
-        if argv[i] in ("-C", "--directory", "--state-dir"):
-            i += 2
-        elif argv[i].startswith(("--directory=", "--state-dir=")):
-            i += 1
-        else:
-            break
-    if i < len(argv) and argv[i] in COMMANDS:
-        return [argv[i], *argv[:i], *argv[i + 1 :]]
-    return None
-
-
-def add_place_options(
-    p: argparse.ArgumentParser, state_dir_help: str = "where the store lives"
-) -> argparse.ArgumentParser:
-    """``--state-dir`` and ``-C``: the options every command shares."""
-    p.add_argument(
-        "--state-dir",
-        default=".scriptflow",
-        metavar="DIR",
-        help=f"{state_dir_help} (default: .scriptflow)",
-    )
-    p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
-    return p
 
 
 def _parser(command: str) -> argparse.ArgumentParser:

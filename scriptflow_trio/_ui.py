@@ -3,22 +3,81 @@
 ``TerminalView`` is an event listener: ``on_event`` only updates counters and buffers
 lines, and ``run()`` (a trio task) draws at a bounded rate, so a flow of thousands of
 tasks costs the engine a method call per event, not a redraw.
+
+rich is imported only to draw on a terminal: plain output (a file, a pipe, a batch
+job's log, ``--plain``) is written directly, and a run spares rich's start-up.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
-from rich.console import Console, Group
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from . import _events as ev
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.live import Live
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside rich markup (imports rich: for the live view only)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+class Printer:
+    """Lines for people on one stream: through rich on a terminal, plain text elsewhere.
+
+    ``console`` wraps an existing rich Console (tests render into a string that way).
+    """
+
+    def __init__(
+        self, stream: IO[str] | None = None, *, plain: bool = False, console: Any = None
+    ) -> None:
+        self._console = console
+        self.file: IO[str] = console.file if console is not None else (stream or sys.stdout)
+        if console is not None:
+            self.is_terminal = bool(console.is_terminal) and not plain
+        else:
+            forced = os.environ.get("FORCE_COLOR") not in (None, "") or os.environ.get(
+                "TTY_COMPATIBLE"
+            ) in ("1", "true")
+            self.is_terminal = not plain and (forced or _isatty(self.file))
+
+    @property
+    def console(self) -> Console:
+        """The rich Console behind a terminal (created, and rich imported, on first use)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.file, highlight=False, soft_wrap=True)
+        return self._console
+
+    def print(self, text: str, style: str = "", markup: str | None = None) -> None:
+        """Print ``text`` (plain); on a terminal in ``style``, or ``markup`` when given."""
+        if not self.is_terminal:
+            self.file.write(text + "\n")
+            self.file.flush()
+            return
+        from rich.text import Text
+
+        shown = Text.from_markup(markup) if markup is not None else Text(text, style=style)
+        self.console.print(shown, soft_wrap=True, highlight=False)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 _MAX_RUNNING_SHOWN = 8
 _MAX_SKIPS_SHOWN = 5
@@ -45,15 +104,17 @@ class TerminalView:
 
     def __init__(
         self,
-        console: Console,
+        printer: Printer | Console,
         *,
         plain: bool = False,
         quiet: bool = False,
         verbose: bool = False,
         refresh_interval: float = 0.1,
     ) -> None:
-        self.console = console
-        self.plain = plain
+        if not isinstance(printer, Printer):
+            printer = Printer(console=printer)
+        self.printer = printer
+        self.plain = plain or not printer.is_terminal
         self.quiet = quiet
         self.verbose = verbose
         self.refresh_interval = refresh_interval
@@ -70,7 +131,7 @@ class TerminalView:
         self._lines: list[tuple[str, str]] = []  # (markup, plain text)
         self._skips: list[ev.TaskSkipped] = []
         self._dirty = trio.Event()
-        self._out: IO[str] = console.file
+        self._out: IO[str] = printer.file
 
     # -- events -----------------------------------------------------------------------
 
@@ -118,12 +179,12 @@ class TerminalView:
             self._line(event.time, "would run", "yellow", f"{event.name} - {event.reason}")
             self._line(event.time, "cmd", "dim", event.command)
         elif isinstance(event, ev.OutputLine):
-            self._lines.append(
-                (
-                    f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}",
-                    f"[{event.name}] {event.line}",
-                )
-            )
+            plain = f"[{event.name}] {event.line}"
+            if self.plain:
+                self._lines.append(("", plain))
+            else:
+                markup = f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}"
+                self._lines.append((markup, plain))
         elif isinstance(event, ev.RunStarted):
             self.flow, self.run_id, self.started = event.flow, event.run_id, event.time
             if not self.quiet:
@@ -134,12 +195,11 @@ class TerminalView:
         self._dirty.set()
 
     def _line(self, t: float, tag: str, style: str, text: str) -> None:
-        self._lines.append(
-            (
-                f"[dim]{_clock(t)}[/] [{style}]{tag:<7}[/] {escape(text)}",
-                f"{_clock(t)} {tag:<7} {text}",
-            )
-        )
+        plain = f"{_clock(t)} {tag:<7} {text}"
+        if self.plain:
+            self._lines.append(("", plain))
+            return
+        self._lines.append((f"[dim]{_clock(t)}[/] [{style}]{tag:<7}[/] {escape(text)}", plain))
 
     # -- drawing ----------------------------------------------------------------------
 
@@ -153,7 +213,10 @@ class TerminalView:
                     await trio.sleep(self.refresh_interval)
             finally:
                 self._flush_plain()
-        with Live(console=self.console, auto_refresh=False, transient=True) as live:
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(console=self.printer.console, auto_refresh=False, transient=True) as live:
             try:
                 while True:
                     await self._wait_for_change()
@@ -176,6 +239,8 @@ class TerminalView:
             self._out.flush()
 
     def _flush_live(self, live: Live) -> None:
+        from rich.text import Text
+
         lines, self._lines = self._lines, []
         skips, self._skips = self._skips, []
         markup = [m for m, _ in lines]
@@ -195,6 +260,10 @@ class TerminalView:
         live.update(self._status(), refresh=True)
 
     def _status(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         now = time.time()
         c = self.counts
         queued = self.submitted - sum(c.values()) - len(self.running)
@@ -250,7 +319,11 @@ class TerminalView:
             self._out.write("\n".join(out) + "\n")
             self._out.flush()
             return
-        self.console.print(
+        from rich.table import Table
+        from rich.text import Text
+
+        console = self.printer.console
+        console.print(
             Text.from_markup(
                 f"[bold {style}]{status}[/] {escape(self.flow)} in "
                 f"{_duration(elapsed)}: " + escape(", ".join(parts))
@@ -266,8 +339,8 @@ class TerminalView:
                 table.add_row(
                     escape(f.name), _duration(f.duration), str(f.attempts), f.status.value
                 )
-            self.console.print(table)
+            console.print(table)
         if interrupted:
-            self.console.print(Text("interrupted: " + ", ".join(interrupted), style="magenta"))
+            console.print(Text("interrupted: " + ", ".join(interrupted), style="magenta"))
         for failure in failures:
-            self.console.print(Text(failure, style="red"), soft_wrap=True)
+            console.print(Text(failure, style="red"), soft_wrap=True)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._batch import BatchExecutor
-from .sge import PBSExecutor, SGEExecutor
-from .slurm import SlurmExecutor
+if TYPE_CHECKING:
+    from ._batch import BatchExecutor
 
-BATCH_EXECUTORS: dict[str, type[BatchExecutor]] = {
-    "slurm": SlurmExecutor,
-    "sge": SGEExecutor,
-    "pbs": PBSExecutor,
+# imported only when asked for: a local run needs none of them
+BATCH_EXECUTORS: dict[str, tuple[str, str]] = {
+    "slurm": (".slurm", "SlurmExecutor"),
+    "sge": (".sge", "SGEExecutor"),
+    "pbs": (".sge", "PBSExecutor"),
 }
 
 
@@ -22,4 +23,8 @@ def batch_executor(kind: str, executors_config: Mapping[str, Any] | None) -> Bat
     Raises ExecutorError naming a setting the executor does not have.
     """
     settings = dict((executors_config or {}).get(kind) or {})
-    return BATCH_EXECUTORS[kind].from_config(settings)
+    module, name = BATCH_EXECUTORS[kind]
+    executor_class: type[BatchExecutor] = getattr(
+        importlib.import_module(module, __package__), name
+    )
+    return executor_class.from_config(settings)
