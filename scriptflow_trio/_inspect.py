@@ -416,8 +416,11 @@ def cmd_log(args: argparse.Namespace, console: Console, errors: Console) -> int:
     status = "interrupted" if attempt.status is AttemptStatus.RUNNING else attempt.status.value
     header.append_text(_status(status))
     code = "-" if attempt.returncode is None else str(attempt.returncode)
-    header.append(f"  exit code {code}  log {attempt.log_path}")
+    header.append(f"  exit code {code}  log {attempt.log_path or '-'}")
     console.print(header)
+    if not attempt.log_path:
+        console.print(Text("(it printed nothing: no log file was made)", style="dim"))
+        return EXIT_OK
     try:
         data = Path(attempt.log_path).read_bytes()
     except OSError as exc:

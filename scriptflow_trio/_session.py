@@ -608,7 +608,7 @@ class Session:
         command = task.command_line()
         cwd = resolve(self.root, task.cwd) if task.cwd else self.root
         t_start = trio.current_time()  # durations on trio's clock: monotonic, and virtual in tests
-        reason, returncode, log_path = "", None, Path()
+        reason, returncode, log_path, printed = "", None, Path(), True
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
@@ -715,6 +715,9 @@ class Session:
                 )
             )
             details: dict[str, Any] = {"returncode": returncode, "reason": reason}
+            printed = outcome is None or outcome.printed
+            if not printed:
+                details["log_path"] = ""  # it printed nothing: no log file was made
             if outcome is not None:
                 details.update(
                     job_id=outcome.job_id,
@@ -742,8 +745,8 @@ class Session:
             reason,
             returncode=returncode,
             attempts=job.attempts,
-            log_path=log_path,
-            log_tail=_tail(log_path),
+            log_path=log_path if printed else None,
+            log_tail=_tail(log_path) if printed else "",
         )
         self._finish(job, JobState.FAILED, error)
 

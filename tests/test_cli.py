@@ -46,12 +46,23 @@ def cli_env(python_bin: Path, *, wide: bool = True) -> dict[str, str]:
     return env
 
 
-def run(cwd: Path, python_bin: Path, *args: str, timeout: float = 30, wide: bool = True,
-        program: list[str] | None = None) -> Result:
+def run(
+    cwd: Path,
+    python_bin: Path,
+    *args: str,
+    timeout: float = 30,
+    wide: bool = True,
+    program: list[str] | None = None,
+) -> Result:
     cmd = program or [sys.executable, "-m", "scriptflow_trio"]
     proc = subprocess.run(
-        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env=cli_env(python_bin, wide=wide), stdin=subprocess.DEVNULL,
+        [*cmd, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(python_bin, wide=wide),
+        stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout + proc.stderr)
 
@@ -94,12 +105,15 @@ def test_missing_flows_file_when_running_a_flow(tmp_path: Path, sf) -> None:
 
 
 def test_flows_file_with_syntax_error(tmp_path: Path, sf) -> None:
-    write(tmp_path / "broken.py", """
+    write(
+        tmp_path / "broken.py",
+        """
         import scriptflow_trio as sf
 
         async def flow_a(:
             pass
-    """)
+    """,
+    )
     r = sf("broken.py")
     assert r.returncode == 2, r.out
     assert "broken.py" in r.out
@@ -114,14 +128,17 @@ def test_flows_file_with_syntax_error(tmp_path: Path, sf) -> None:
 
 
 def test_flows_file_raising_at_import(tmp_path: Path, sf) -> None:
-    write(tmp_path / "raises.py", """
+    write(
+        tmp_path / "raises.py",
+        """
         import scriptflow_trio as sf
         SETTING = 1
         raise RuntimeError("boom at import time")
 
         async def flow_a():
             pass
-    """)
+    """,
+    )
     r = sf("raises.py", "a")
     assert r.returncode == 2, r.out
     assert "raises.py" in r.out
@@ -132,14 +149,17 @@ def test_flows_file_raising_at_import(tmp_path: Path, sf) -> None:
 
 
 def test_flows_file_raising_inside_a_helper_at_import(tmp_path: Path, sf) -> None:
-    write(tmp_path / "raises.py", """
+    write(
+        tmp_path / "raises.py",
+        """
         import scriptflow_trio as sf
 
         def helper():
             return 1 / 0
 
         helper()
-    """)
+    """,
+    )
     r = sf("raises.py")
     assert r.returncode == 2, r.out
     assert "raises.py" in r.out
@@ -224,13 +244,16 @@ def test_flow_arguments_are_converted_by_annotation(tmp_path: Path, sf) -> None:
 
 
 def test_flow_arguments_with_postponed_annotations(tmp_path: Path, sf) -> None:
-    write(tmp_path / "flows.py", """
+    write(
+        tmp_path / "flows.py",
+        """
         from __future__ import annotations
         from pathlib import Path
 
         async def flow_a(n: int, p: Path | None = None, on: bool = True):
             Path("args.txt").write_text(repr((n, p, on)))
-    """)
+    """,
+    )
     r = sf("flows.py", "a", "n=4", "p=x/y", "on=off")
     assert r.returncode == 0, r.out
     assert (tmp_path / "args.txt").read_text() == repr((4, Path("x/y"), False))
@@ -300,11 +323,14 @@ def test_directory_option_runs_there(tmp_path: Path, sf) -> None:
 
 
 def test_flow_raising_an_exception(tmp_path: Path, sf) -> None:
-    write(tmp_path / "flows.py", """
+    write(
+        tmp_path / "flows.py",
+        """
         async def flow_a():
             x = 1
             raise ValueError("the flow went wrong")
-    """)
+    """,
+    )
     r = sf("flows.py", "a")
     assert r.returncode == 1, r.out
     assert "ValueError" in r.out and "the flow went wrong" in r.out
@@ -315,7 +341,7 @@ def test_flow_raising_an_exception(tmp_path: Path, sf) -> None:
 # -- failing tasks --------------------------------------------------------------------
 
 
-TASKS = r'''
+TASKS = r"""
 import scriptflow_trio as sf
 
 
@@ -336,7 +362,7 @@ async def flow_retry():
     code = ("import sys; open('counter.txt', 'a').write('attempt\\n'); "
             "print('RECOGNIZABLE-LOG-LINE'); sys.exit(3)")
     await sf.Task(cmd=["python", "-c", code], outputs="o.txt", name="flaky-task", retry=2)
-'''
+"""
 
 
 def test_command_that_does_not_exist(tmp_path: Path, sf) -> None:
@@ -406,8 +432,9 @@ def test_task_that_does_not_make_its_output(tmp_path: Path, sf) -> None:
     assert r.returncode == 1, r.out
     assert "lazy-task" in r.out
     assert "missing output declared-never-made.txt" in r.out
-    log = [line.split("log:", 1)[1].strip() for line in r.out.splitlines() if "log:" in line]
-    assert log and (tmp_path / log[0]).is_file(), r.out
+    # it printed nothing: no log file was made, and none is pointed at
+    assert "log:" not in r.out, r.out
+    assert not list((tmp_path / ".scriptflow" / "logs").rglob("lazy-task*")), r.out
     assert TRACEBACK not in r.out
 
 
@@ -434,7 +461,7 @@ def test_quiet_still_reports_the_failure(tmp_path: Path, sf) -> None:
 # -- the DESIGN example ---------------------------------------------------------------
 
 
-DESIGN = r'''
+DESIGN = r"""
 import scriptflow_trio as sf
 
 
@@ -457,7 +484,7 @@ async def flow_sleepit():
     final = sf.Task(cmd="python combine.py", name="final",
                     inputs=[*t1.get_outputs(), *t2.get_outputs()], outputs="final.txt")
     await final
-'''
+"""
 
 COMBINE = """
 open("marker.txt", "a").write("final\\n")
@@ -536,7 +563,7 @@ def test_dry_run_after_a_change(tmp_path: Path, sf) -> None:
     assert (tmp_path / "final.txt").stat().st_mtime_ns == before
 
 
-FORCE = r'''
+FORCE = r"""
 import scriptflow_trio as sf
 
 
@@ -547,7 +574,7 @@ def make(x):
 
 async def flow_two():
     await sf.bag(make("a"), make("b"))
-'''
+"""
 
 
 def test_force_reruns_matching_tasks_only(tmp_path: Path, sf) -> None:
@@ -601,7 +628,7 @@ def test_console_script_run_without_sflow_py(tmp_path: Path, python_bin: Path) -
 # -- keep going -----------------------------------------------------------------------
 
 
-KEEP_GOING = r'''
+KEEP_GOING = r"""
 import scriptflow_trio as sf
 
 
@@ -616,7 +643,7 @@ async def flow_kg():
         outputs="slow.txt", name="slow-ok",
     )
     await sf.bag(bad("bad-a", 0), bad("bad-b", 0.2), slow)
-'''
+"""
 
 
 def test_keep_going_runs_everything_and_reports_all(tmp_path: Path, sf) -> None:
@@ -643,7 +670,7 @@ def test_without_keep_going_first_failure_stops_the_rest(tmp_path: Path, sf) -> 
 # -- signals --------------------------------------------------------------------------
 
 
-LONG = r'''
+LONG = r"""
 import scriptflow_trio as sf
 
 
@@ -651,15 +678,19 @@ async def flow_long():
     code = ("import os, time; open('pid.txt', 'w').write(str(os.getpid())); "
             "time.sleep(30); open('long.txt', 'w').write('x')")
     await sf.Task(cmd=["python", "-c", code], outputs="long.txt", name="long-task")
-'''
+"""
 
 
 def _interrupt(tmp_path: Path, python_bin: Path, signum: int) -> tuple[Result, int]:
     write(tmp_path / "flows.py", LONG)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scriptflow_trio", "flows.py", "long"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=cli_env(python_bin), stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "scriptflow_trio", "flows.py", "long"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(python_bin),
+        stdin=subprocess.DEVNULL,
     )
     try:
         pid_file = tmp_path / "pid.txt"
@@ -690,8 +721,9 @@ def _gone(pid: int, within: float = 5.0) -> bool:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_exit_code_and_kills_the_task(tmp_path: Path, python_bin: Path, signum: int,
-                                             code: int) -> None:
+def test_signal_exit_code_and_kills_the_task(
+    tmp_path: Path, python_bin: Path, signum: int, code: int
+) -> None:
     r, child = _interrupt(tmp_path, python_bin, signum)
     assert r.returncode == code, r.out
     assert _gone(child), "the task's process survived the interrupted run"

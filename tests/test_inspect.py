@@ -213,6 +213,17 @@ def test_log_prints_the_last_attempt(base: Path) -> None:
     assert "SOLVED-2-MARKER" in r.out
 
 
+def test_log_of_a_task_that_printed_nothing(tmp_path: Path) -> None:
+    folder = project(tmp_path / "quiet")
+    (folder / "x.txt").write_text("x")
+    r = sf(folder, "flows.py", "forward")
+    assert r.returncode == 0, r.all
+    assert not list((folder / ".scriptflow" / "logs").rglob("*.log"))  # none was made
+    r = sf(folder, "log", "x-to-y")
+    assert r.returncode == 0, r.all
+    assert "succeeded" in r.out and "it printed nothing" in r.out and TRACEBACK not in r.all
+
+
 def test_log_errors(base: Path, copy: Path) -> None:
     r = sf(base, "log", "no-such-task")
     assert r.returncode == 2, r.all

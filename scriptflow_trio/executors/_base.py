@@ -70,6 +70,8 @@ class Outcome:
     lost: str = ""
     cpu_seconds: float | None = None
     max_rss: int | None = None
+    # False when the attempt printed nothing and the executor made no log file for it
+    printed: bool = True
 
 
 class Executor(abc.ABC):

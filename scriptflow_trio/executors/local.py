@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
@@ -115,29 +116,26 @@ class LocalExecutor(Executor):
 
     async def run(self, spec: AttemptSpec) -> Outcome:
         started = time.time()
-        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = _Log(spec.log_path, spec.on_output)
+        read_end, write_end = os.pipe()
         try:
-            read_end, out_fd = os.pipe() if spec.on_output is not None else (None, log_fd)
-            try:
-                child = await _start(spec, out_fd, self._programs)
-            except OSError as exc:
-                if read_end is not None:
-                    os.close(read_end)
-                message = _start_error(spec, exc)
-                os.write(log_fd, (message + "\n").encode())
-                return Outcome(None, started, time.time(), self._host, error=message)
-            finally:
-                if read_end is not None:
-                    os.close(out_fd)
-            try:
-                if read_end is not None:
-                    await _pump_output(trio.lowlevel.FdStream(read_end), log_fd, spec.on_output)
-                await child.wait()
-            except BaseException:
-                await self._stop(child)
-                raise
+            child = await _start(spec, write_end, self._programs)
+        except OSError as exc:
+            os.close(read_end)
+            message = _start_error(spec, exc)
+            log.write((message + "\n").encode())
+            log.close()
+            return Outcome(None, started, time.time(), self._host, error=message)
         finally:
-            os.close(log_fd)
+            os.close(write_end)
+        try:
+            async with trio.lowlevel.FdStream(read_end) as stream:
+                await _follow(child, stream, log)
+        except BaseException:
+            await self._stop(child)
+            raise
+        finally:
+            log.close()
         return Outcome(
             child.returncode,
             started,
@@ -146,6 +144,7 @@ class LocalExecutor(Executor):
             job_id=str(child.pid),
             cpu_seconds=child.cpu_seconds,
             max_rss=child.max_rss,
+            printed=log.created,
         )
 
     async def _stop(self, child: _Child) -> None:
@@ -209,20 +208,64 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
     return _Child(proc.pid, proc, floor)
 
 
-async def _pump_output(
-    stream: trio.lowlevel.FdStream, log_fd: int, on_output: Callable[[str], None]
-) -> None:
-    """Copy the child's output to its log and hand complete lines to ``on_output``."""
-    pending = b""
-    async with stream:
-        while chunk := await stream.receive_some(65536):
-            os.write(log_fd, chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
+class _Log:
+    """An attempt's log file, created when the first byte of output arrives.
+
+    Most tasks print nothing; creating a file per task is what costs most after
+    starting its process (a third of a millisecond on a busy disk here, and far more
+    on a network file system), so a silent attempt leaves no log file behind.
+    """
+
+    def __init__(self, path: Path, on_output: Callable[[str], None] | None) -> None:
+        self.path = path
+        self.on_output = on_output
+        self.created = False
+        self._fd = -1
+        self._pending = b""
+
+    def write(self, chunk: bytes) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.created = True
+        os.write(self._fd, chunk)
+        if self.on_output is not None:
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
             for line in lines:
-                on_output(line.decode(errors="replace").rstrip("\r"))
-    if pending:
-        on_output(pending.decode(errors="replace"))
+                self.on_output(line.decode(errors="replace").rstrip("\r"))
+
+    def close(self) -> None:
+        if self.on_output is not None and self._pending:
+            self.on_output(self._pending.decode(errors="replace"))
+            self._pending = b""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+async def _follow(child: _Child, stream: trio.lowlevel.FdStream, log: _Log) -> None:
+    """Copy the attempt's output to its log until its leader process exits.
+
+    What the leader wrote before exiting is in the pipe then; a process it left behind
+    that still holds the pipe is not waited for (its later output is lost).
+    """
+
+    async def copy() -> None:
+        while chunk := await stream.receive_some(65536):
+            log.write(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy)
+        await child.wait()
+        nursery.cancel_scope.cancel()
+    fd = stream.fileno()
+    for _ in range(64):  # what is left in the pipe (a pipe holds 64 KiB), without waiting
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        log.write(chunk)
 
 
 def _start_error(spec: AttemptSpec, exc: OSError) -> str:
