@@ -118,6 +118,33 @@ async def test_env_and_cwd_are_honoured(workdir):
     assert Path(where).resolve() == (workdir / "sub").resolve() and x == "42"
 
 
+async def test_the_environment_is_read_at_each_start_and_signals_are_reset(workdir, monkeypatch):
+    # the flow may change os.environ between tasks; Python ignores SIGPIPE, a task must not
+    cmd = "echo $SF_STEP > {0}.txt; grep SigIgn /proc/self/status >> {0}.txt"
+    async with sf.open_session(executors=[sf.LocalExecutor()]):
+        for step in ("one", "two"):
+            monkeypatch.setenv("SF_STEP", step)
+            await sf.Task(cmd=cmd.format(step), shell=True, outputs=f"{step}.txt")
+    for step in ("one", "two"):
+        seen, ignored = Path(f"{step}.txt").read_text().splitlines()
+        assert seen == step
+        if sys.platform == "linux":
+            assert not int(ignored.split()[1], 16) & (1 << (13 - 1)), ignored  # SIGPIPE
+
+
+async def test_output_left_by_a_background_process_does_not_hold_the_attempt(workdir):
+    # the leader exits at once; its background child keeps stdout open for 30 s
+    cmd = "echo LEADER; (sleep 30; echo LATE) & echo $! > bg.pid; touch out.txt"
+    try:
+        with trio.fail_after(10):
+            async with sf.open_session(executors=[sf.LocalExecutor(grace=0.5)]):
+                await sf.Task(cmd=cmd, shell=True, outputs="out.txt", name="bg")
+        (log,) = Path(".scriptflow/logs").rglob("bg-*.log")
+        assert log.read_text() == "LEADER\n"
+    finally:
+        os.killpg(int(Path("bg.pid").read_text()), 9)
+
+
 async def test_a_failed_attempt_leaves_no_output_to_trust(workdir):
     write_then_fail = "echo half > out.txt; exit 1"
     async with sf.open_session(executors=[sf.LocalExecutor()]):

@@ -24,8 +24,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -163,6 +164,17 @@ class LocalExecutor(Executor):
             await child.wait()
 
 
+def _environ() -> Mapping[Any, Any]:
+    """The engine's environment, as posix_spawn reads it fastest.
+
+    ``os.environ`` decodes every variable through Python code at each spawn (35 us
+    here); its backing dict of bytes, always current, is read in C. It is private to
+    CPython, hence the fallback.
+    """
+    data = getattr(os.environ, "_data", None)
+    return data if isinstance(data, dict) else os.environ
+
+
 async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _Child:
     """Start the attempt's command with stdin from /dev/null, stdout and stderr to ``out_fd``.
 
@@ -170,7 +182,7 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
     every PATH entry before the right one, while the engine waits for the exec.
     """
     argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
-    env = {**os.environ, **spec.env} if spec.env else os.environ
+    env: Mapping[Any, Any] = {**os.environ, **spec.env} if spec.env else _environ()
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if _FAST else 0
     # the fast path cannot change directory, and searches the engine's PATH
     if _FAST and not (spec.env and "PATH" in spec.env) and spec.cwd == os.getcwd():
