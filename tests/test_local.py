@@ -142,7 +142,7 @@ async def test_output_left_by_a_background_process_does_not_hold_the_attempt(wor
         (log,) = Path(".scriptflow/logs").rglob("bg-*.log")
         assert log.read_text() == "LEADER\n"
     finally:
-        os.killpg(int(Path("bg.pid").read_text()), 9)
+        os.killpg(os.getpgid(int(Path("bg.pid").read_text())), 9)
 
 
 async def test_a_failed_attempt_leaves_no_output_to_trust(workdir):
