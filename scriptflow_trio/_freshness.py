@@ -19,6 +19,8 @@ class Decision:
     reason: str
     #: "newer" when only an input's timestamp says run: content hashes may overrule it
     kind: str = ""
+    #: no literal output existed: nothing stale to remove before the first attempt
+    absent: bool = False
 
 
 def expand(root: str, item: str | Glob) -> list[str]:
@@ -64,7 +66,8 @@ def decide(
         for path, full in matches:
             mtime = _mtime(root, full)
             if mtime is None:
-                return Decision(True, f"output {path} is missing")
+                absent = all(_mtime(root, p) is None for p in paths if p != full)
+                return Decision(True, f"output {path} is missing", absent=absent)
             if oldest is None or mtime < oldest:
                 oldest, oldest_name = mtime, path
     assert oldest is not None

@@ -108,6 +108,7 @@ class Job:
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
     reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
     after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges
+    absent: bool = False  # no literal output existed when it was decided
     # computed once at submission (a submitted task is frozen)
     outputs: tuple[str | Glob, ...] = ()  # as declared, with the result file
     paths: tuple[str, ...] = ()  # the literal outputs, absolute and normalised
@@ -505,6 +506,7 @@ class Session:
             self._finish(job, JobState.SKIPPED)
             return
         job.reason = decision.reason
+        job.absent = decision.absent
         if self.config.dry_run:
             self._emit(
                 ev.TaskWouldRun(
@@ -629,7 +631,9 @@ class Session:
                 # on record as running before anything can touch the outputs
                 self._writer.started(record)
             reattaching = attempt == 1 and bool(job.reattach)
-            if not reattaching:  # a dead engine's job may have made its outputs already
+            # a dead engine's job may have made its outputs already; and what was missing
+            # when the task was decided needs no removing before its first attempt
+            if not reattaching and not (attempt == 1 and job.absent):
                 _unlink(job.paths)
             self._make_parent_dirs(job.paths)
             spec = AttemptSpec(

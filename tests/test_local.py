@@ -132,6 +132,16 @@ async def test_the_environment_is_read_at_each_start_and_signals_are_reset(workd
             assert not int(ignored.split()[1], 16) & (1 << (13 - 1)), ignored  # SIGPIPE
 
 
+async def test_output_larger_than_a_pipe_reaches_the_log_whole(workdir):
+    code = "import sys\nfor i in range(100_000): print(f'line {i:06d} ' + 'x' * 20)"
+    with trio.fail_after(20):
+        async with sf.open_session(executors=[sf.LocalExecutor()]):
+            await sf.Task(cmd=[PY, "-c", code], name="chatty")
+    (log,) = Path(".scriptflow/logs").rglob("chatty-*.log")
+    lines = log.read_text().splitlines()
+    assert len(lines) == 100_000 and lines[-1].startswith("line 099999 ")
+
+
 async def test_output_left_by_a_background_process_does_not_hold_the_attempt(workdir):
     # the leader exits at once; its background child keeps stdout open for 30 s
     cmd = "echo LEADER; (sleep 30; echo LATE) & echo $! > bg.pid; touch out.txt"
