@@ -12,6 +12,7 @@ Two task shapes are generated for every tool:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -448,6 +449,57 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+#: prctl(PR_SET_CHILD_SUBREAPER): orphans of our children become our children
+PR_SET_CHILD_SUBREAPER = 36
+#: run by the launcher in the background: stops itself, and once continued becomes the command
+INNER = 'kill -STOP $$; exec "$@"'
+#: starts INNER with the command in the background, prints its pid and exits
+LAUNCHER = (
+    'sh=$1 f=$2 log=$3 inner=$4; shift 4; "$sh" -c "$inner" inner "$@" <"$f" >"$log" 2>&1 & echo $!'
+)
+_launcher: list[str | None] = []
+
+
+def launcher_shell() -> str | None:
+    """dash, once this process is a child subreaper; None where that cannot be had."""
+    if not _launcher:
+        dash = shutil.which("dash")
+        ok = False
+        if dash is not None and sys.platform == "linux":
+            libc = ctypes.CDLL(None, use_errno=True)
+            ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        _launcher.append(dash if ok else None)
+    return _launcher[0]
+
+
+def _launch(
+    shell: str, argv: Sequence[str], cwd: Path, env: dict[str, str], stdin_name: str, log_name: str
+) -> tuple[int, int]:
+    """Start ``argv`` through the launcher; return its pid (stopped, just before its exec,
+    and our child now) and its process group."""
+    launcher = subprocess.Popen(
+        [shell, "-c", LAUNCHER, "launcher", shell, stdin_name, log_name, INNER, *argv],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    printed, _ = launcher.communicate()  # the launcher has exited: its orphan is ours
+    try:
+        pid = int(printed.split()[0])
+    except (ValueError, IndexError):
+        raise BenchmarkError(f"the launcher printed no pid for {argv}") from None
+    try:
+        _, status = os.waitpid(pid, os.WUNTRACED)
+    except BaseException:
+        _kill_group(launcher.pid)
+        raise
+    if not os.WIFSTOPPED(status):
+        raise BenchmarkError(f"{argv}: the launched process ended before its exec")
+    return pid, launcher.pid
+
+
 def run_measured(
     argv: Sequence[str],
     cwd: Path,
@@ -460,42 +512,88 @@ def run_measured(
 
     The rusage of ``wait4`` covers the process and every descendant it waited for, so
     ``ru_maxrss`` (KiB on Linux) is the largest RSS of any one of them: the tool's own
-    process, unless a job it ran was bigger. The command runs in a session of its own,
-    whose every process is killed if it is still running after ``timeout`` seconds.
-    Its output goes to a file (not a pipe, which it could fill while we wait).
+    process, unless a job it ran was bigger.
+
+    That maximum also covers the process before its ``exec``: a copy of its parent. Forked
+    from this harness (tens of MiB by the end of a run), every command would seem to need
+    at least as much. So the command is forked from a small launcher instead: ``dash``
+    (about 1.5 MiB) starts it in the background and exits. The orphan becomes this
+    process's child (we are a child subreaper). It stops itself just before its ``exec``
+    (so that it cannot end, and be reaped by the launcher, too early); the clock starts
+    when we let it go on, and stops when ``wait4`` reaps it. Without dash (or off Linux)
+    the command is this process's own child: see ``floor_note()``.
+
+    The command runs in a session of its own, whose every process is killed if it is
+    still running after ``timeout`` seconds. Its output goes to a file (not a pipe, which
+    it could fill while we wait).
     """
-    with open(stdin_path or os.devnull, "rb") as stdin, tempfile.TemporaryFile() as log:
+    shell = launcher_shell()
+    stdin_name = str(stdin_path or os.devnull)
+    with tempfile.NamedTemporaryFile(prefix="bench-output-") as log:
         timed_out = threading.Event()
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            stdin=stdin,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=clean_env(env),
-            start_new_session=True,
-        )
+        if shell is not None:
+            pid, pgid = _launch(shell, argv, cwd, clean_env(env), stdin_name, log.name)
+            start = time.perf_counter()
+            os.kill(pid, signal.SIGCONT)
+        else:
+            with open(stdin_name, "rb") as stdin:
+                start = time.perf_counter()
+                proc = subprocess.Popen(
+                    list(argv),
+                    cwd=cwd,
+                    stdin=stdin,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=clean_env(env),
+                    start_new_session=True,
+                )
+            pid = pgid = proc.pid
+            proc.returncode = 0  # reaped below with wait4: Popen must not wait for it
 
         def expire() -> None:
             timed_out.set()
-            _kill_group(proc.pid)
+            _kill_group(pgid)
 
         timer = threading.Timer(timeout, expire)
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            _, status, usage = os.wait4(pid, 0)
         except BaseException:
-            _kill_group(proc.pid)
-            proc.wait()
+            _kill_group(pgid)
+            os.waitpid(pid, 0)
             raise
         finally:
             timer.cancel()
         elapsed = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
+        _reap_orphans()
         log.seek(0)
         output = log.read().decode(errors="replace")
-    return Measured(elapsed, usage.ru_maxrss, proc.returncode, timed_out.is_set(), output)
+    returncode = os.waitstatus_to_exitcode(status)
+    return Measured(elapsed, usage.ru_maxrss, returncode, timed_out.is_set(), output)
+
+
+def _reap_orphans() -> None:
+    """Reap what a tool left behind and the subreaper inherited (nothing else runs now)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def floor_note() -> str:
+    """What the peak RSS column includes besides the tools themselves."""
+    if launcher_shell() is not None:
+        return (
+            "each command is started by a small launcher (dash, about 1.5 MiB), whose "
+            "copy it is before its exec, so no figure is below that"
+        )
+    return (
+        "no dash here: each command is forked from the harness, so every figure is at "
+        "least the harness's own RSS at that moment"
+    )
 
 
 def output_mtimes(workdir: Path, outputs: Sequence[str], what: str) -> dict[str, int]:

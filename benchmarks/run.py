@@ -57,6 +57,7 @@ from _tools import (
     default_cache,
     expected_outputs,
     export_commit,
+    floor_note,
     install_in_venv,
     make_tool,
     output_mtimes,
@@ -465,7 +466,7 @@ def run_units(units: list[Unit], base: Path) -> None:
                 workdir = Path(tempfile.mkdtemp(prefix=f"{unit.key}-", dir=base))
                 try:
                     unit.measure(workdir, rep)
-                except BenchmarkError as exc:
+                except (BenchmarkError, OSError, KeyError) as exc:
                     progress(f"FAILED: {exc}")
                     unit.failed = True
                     for row in unit.rows:
@@ -610,11 +611,12 @@ def notes(res: Results, tools: dict[str, Tool], missing: list[str]) -> str:
     lines = [
         "Notes:",
         "",
-        "- wall: median wall time of the whole command (W5: of the session alone, inside "
-        "the process); ms per task: wall / tasks (W3: / hops); vs make: wall / make's wall "
-        "on the same case (W4: `make -n`).",
-        "- peak RSS: `ru_maxrss` of `os.wait4`, the largest RSS of the tool's process and of "
-        "every descendant it waited for (so at least that of its biggest job).",
+        "- wall: median wall time of the command, from its exec to its end (W5: of the "
+        "session alone, inside the process); ms per task: wall / tasks (W3: / hops); "
+        "vs make: wall / make's wall on the same case (W4: `make -n`).",
+        "- peak RSS: `ru_maxrss` of the `os.wait4` that reaped the command: the largest RSS "
+        "of its process and of every descendant it waited for (so at least that of its "
+        f"biggest job); {floor_note()}.",
         "- W4 KiB/task: (peak RSS with N tasks - peak RSS with 1 task) / N.",
     ]
     for key in TOOL_KEYS:
