@@ -23,6 +23,9 @@ class Decision:
     absent: bool = False
 
 
+_UP_TO_DATE = Decision(False, "up to date")
+
+
 def expand(root: str, item: str | Glob) -> list[str]:
     """The files an input or output names now: itself, or a glob's sorted matches."""
     if isinstance(item, Glob):
@@ -77,4 +80,4 @@ def decide(
         mtime = _mtime(root, path)
         if mtime is not None and mtime > oldest:
             return Decision(True, f"input {path} is newer than output {oldest_name}", "newer")
-    return Decision(False, "up to date")
+    return _UP_TO_DATE

@@ -77,6 +77,17 @@ class JobState(enum.Enum):
 
 
 _DONE_OK = (JobState.SUCCEEDED, JobState.SKIPPED, JobState.WOULD_RUN)
+# how a finished job's state reads in events
+_STATUS = {
+    s: ev.Status(s.value)
+    for s in (
+        JobState.SUCCEEDED,
+        JobState.SKIPPED,
+        JobState.WOULD_RUN,
+        JobState.FAILED,
+        JobState.CANCELLED,
+    )
+}
 _FINISHED = (*_DONE_OK, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -863,14 +874,15 @@ class Session:
         job.done = True
         if job.finished_event is not None:
             job.finished_event.set()
+        now = time.time()
         self._emit(
             ev.TaskFinished(
                 job.name,
                 job.key,
-                ev.Status(state.value),
+                _STATUS[state],
                 job.attempts,
                 job.duration,
-                time.time(),
+                now,
                 str(error) if error else "",
             )
         )
@@ -885,7 +897,7 @@ class Session:
                     state.value,
                     job.attempts,
                     job.duration,
-                    time.time(),
+                    now,
                     job.after,
                 )
             )

@@ -58,6 +58,8 @@ def _path_list(value: Any) -> list[str | Glob]:
     """Normalise one file, a list of files, or tasks (whose outputs are meant)."""
     if value is None:
         return []
+    if type(value) is str:  # the common case, before the slower checks of ABCs
+        return [value]
     if isinstance(value, str | os.PathLike | Glob | Task):
         value = [value]
     out: list[str | Glob] = []
@@ -70,6 +72,8 @@ def _path_list(value: Any) -> list[str | Glob]:
 
 
 def _outputs(value: Any) -> dict[str | None, list[str | Glob]]:
+    if type(value) is str:
+        return {OUTPUT_GROUP_ALL: [value]}
     if isinstance(value, Mapping):
         return {k: _path_list(v) for k, v in value.items()}
     return {OUTPUT_GROUP_ALL: _path_list(value)}

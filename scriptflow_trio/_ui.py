@@ -136,8 +136,25 @@ class TerminalView:
     # -- events -----------------------------------------------------------------------
 
     def on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.TasksSubmitted):
-            self.submitted += event.count
+        # the most frequent events first
+        if isinstance(event, ev.TaskFinished):
+            self.counts[event.status] += 1
+            if event.status is not ev.Status.SKIPPED:
+                self.finished.append(event)
+            if event.status is ev.Status.FAILED:
+                self._line(event.time, "FAILED", "bold red", event.error or event.name)
+            elif event.status is ev.Status.SUCCEEDED and self.verbose:
+                self._line(
+                    event.time, "done", "green", f"{event.name} in {_duration(event.duration)}"
+                )
+            elif event.status is ev.Status.CANCELLED and not self.quiet:
+                self._line(event.time, "stopped", "magenta", event.name)
+        elif isinstance(event, ev.TaskSkipped):
+            if not self.quiet:
+                if self.plain or self.verbose:
+                    self._line(event.time, "skip", "dim", f"{event.name} ({event.reason})")
+                else:
+                    self._skips.append(event)
         elif isinstance(event, ev.AttemptStarted):
             self.running[(event.key, event.attempt)] = (event.name, event.time)
             if not self.quiet:
@@ -157,27 +174,8 @@ class TerminalView:
                         "yellow",
                         f"{event.name} attempt {event.attempt} failed: {event.reason}",
                     )
-        elif isinstance(event, ev.TaskFinished):
-            self.counts[event.status] += 1
-            if event.status is not ev.Status.SKIPPED:
-                self.finished.append(event)
-            if event.status is ev.Status.FAILED:
-                self._line(event.time, "FAILED", "bold red", event.error or event.name)
-            elif event.status is ev.Status.SUCCEEDED and self.verbose:
-                self._line(
-                    event.time, "done", "green", f"{event.name} in {_duration(event.duration)}"
-                )
-            elif event.status is ev.Status.CANCELLED and not self.quiet:
-                self._line(event.time, "stopped", "magenta", event.name)
-        elif isinstance(event, ev.TaskSkipped):
-            if not self.quiet:
-                if self.plain or self.verbose:
-                    self._line(event.time, "skip", "dim", f"{event.name} ({event.reason})")
-                else:
-                    self._skips.append(event)
-        elif isinstance(event, ev.TaskWouldRun):
-            self._line(event.time, "would run", "yellow", f"{event.name} - {event.reason}")
-            self._line(event.time, "cmd", "dim", event.command)
+        elif isinstance(event, ev.TasksSubmitted):
+            self.submitted += event.count
         elif isinstance(event, ev.OutputLine):
             plain = f"[{event.name}] {event.line}"
             if self.plain:
@@ -185,6 +183,9 @@ class TerminalView:
             else:
                 markup = f"[dim]\\[{escape(event.name)}][/] {escape(event.line)}"
                 self._lines.append((markup, plain))
+        elif isinstance(event, ev.TaskWouldRun):
+            self._line(event.time, "would run", "yellow", f"{event.name} - {event.reason}")
+            self._line(event.time, "cmd", "dim", event.command)
         elif isinstance(event, ev.RunStarted):
             self.flow, self.run_id, self.started = event.flow, event.run_id, event.time
             if not self.quiet:
