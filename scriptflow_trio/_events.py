@@ -82,6 +82,7 @@ class AttemptFinished:
     time: float
     duration: float
     will_retry: bool = False
+    printed: bool = True  # False: it printed nothing, and no log file was made
 
 
 @attrs.frozen

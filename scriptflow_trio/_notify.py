@@ -11,7 +11,8 @@ Messages (``json`` format; ``time`` is ISO 8601 UTC), one JSON object per POST::
 
     every message   {"event", "run_id", "flow", "time"}
     run-started     + "host", "name" (the run's name or null), "arguments", "dry_run"
-    task-failed     + "task", "attempts", "reason", "returncode" (or null), "log" (or null)
+    task-failed     + "task", "attempts", "reason", "returncode" (or null), "log" (or null:
+                      a local attempt that printed nothing leaves no log file)
     progress        + "elapsed" (s), "counts", "unlisted_failures"
     run-finished    + "status" (succeeded|failed|cancelled), "duration" (s), "counts",
                       "unlisted_failures", "dropped"
@@ -207,6 +208,7 @@ class Notifier:
                 self._unlisted += 1
                 return
             self._listed_failures += 1
+            printed = finished is not None and finished.printed  # else no log file was made
             self._queue(
                 self._message(
                     "task-failed",
@@ -215,7 +217,7 @@ class Notifier:
                     attempts=event.attempts,
                     reason=(finished.reason if finished else "") or event.error,
                     returncode=finished.returncode if finished else None,
-                    log=str(started.log_path) if started else None,
+                    log=str(started.log_path) if started and printed else None,
                 )
             )
 

@@ -716,6 +716,7 @@ class Session:
             could_not_start = outcome is not None and bool(outcome.error)
             will_retry = bool(reason) and attempt <= task.retry and not could_not_start
             now = trio.current_time()
+            printed = outcome is None or outcome.printed
             self._emit(
                 ev.AttemptFinished(
                     job.name,
@@ -727,10 +728,10 @@ class Session:
                     time.time(),
                     now - t0,
                     will_retry,
+                    printed,
                 )
             )
             details: dict[str, Any] = {"returncode": returncode, "reason": reason}
-            printed = outcome is None or outcome.printed
             if not printed:
                 details["log_path"] = ""  # it printed nothing: no log file was made
             if outcome is not None:

@@ -174,7 +174,7 @@ import scriptflow_trio as sf
 async def flow_mixed(delay: float = 0.0):
     code = f"import time; time.sleep({delay}); open('ok.txt', 'w').write('1')"
     ok = sf.Task(cmd=["python", "-c", code], outputs="ok.txt", name="good")
-    bad = sf.Task(cmd=["python", "-c", "import sys; sys.exit(3)"], outputs="bad.txt",
+    bad = sf.Task(cmd=["python", "-c", "import sys; print('BAD'); sys.exit(3)"], outputs="bad.txt",
                   name="bad")
     await sf.bag(ok, bad)
 """
