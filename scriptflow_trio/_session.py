@@ -120,6 +120,7 @@ class Job:
     reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
     after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges
     absent: bool = False  # no literal output existed when it was decided
+    log_stem: str = ""  # its log files' path, less ".ATTEMPT.log"
     # computed once at submission (a submitted task is frozen)
     outputs: tuple[str | Glob, ...] = ()  # as declared, with the result file
     paths: tuple[str, ...] = ()  # the literal outputs, absolute and normalised
@@ -843,8 +844,10 @@ class Session:
             self._log_dir = self.state_dir / "logs" / self.run_id
             self._log_dir.mkdir(parents=True, exist_ok=True)
             self._log_prefix = os.path.join(self._log_dir, "")
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
-        return Path(f"{self._log_prefix}{safe}-{job.key[:8]}.{attempt}.log")
+        if not job.log_stem:
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
+            job.log_stem = f"{self._log_prefix}{safe}-{job.key[:8]}"
+        return Path(f"{job.log_stem}.{attempt}.log")
 
     def _make_parent_dirs(self, paths: Iterable[str]) -> None:
         for path in paths:

@@ -45,6 +45,8 @@ class FakeExecutor(Executor):
         self.cancelled: list[AttemptSpec] = []
         self.running = 0
         self.max_running = 0
+        self._host = socket.gethostname()
+        self._dirs: set[str] = set()  # directories known to exist
 
     @property
     def capacity(self) -> int:
@@ -71,7 +73,10 @@ class FakeExecutor(Executor):
                 log.write(f"fake run of {spec.cmd!r}: exit {returncode}\n")
         if returncode == 0 and self.write_outputs:
             for path in spec.outputs:
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                parent = os.path.dirname(path) or "."
+                if parent not in self._dirs:
+                    os.makedirs(parent, exist_ok=True)
+                    self._dirs.add(parent)
                 with open(path, "w") as f:
                     f.write("fake\n")
-        return Outcome(returncode, started, time.time(), socket.gethostname(), job_id="fake")
+        return Outcome(returncode, started, time.time(), self._host, job_id="fake")
