@@ -41,6 +41,7 @@ import attrs
 import trio
 
 from . import _events as ev
+from ._ui import duration_text
 
 Message = dict[str, Any]
 Send = Callable[["Endpoint", Message], Awaitable[None]]
@@ -452,9 +453,9 @@ def _slack_text(m: Message) -> str:
         log = f" (log: {_esc(m['log'])})" if m.get("log") else ""
         return f":x: task `{_esc(m['task'])}` failed{tries}: {_esc(m['reason'])}{log}"
     if kind == "progress":
-        return f":hourglass_flowing_sand: {flow}, {_duration(m['elapsed'])}: {_tally(m)}"
+        return f":hourglass_flowing_sand: {flow}, {duration_text(m['elapsed'])}: {_tally(m)}"
     icon = {"succeeded": ":white_check_mark:", "failed": ":x:"}.get(m["status"], ":octagonal_sign:")
-    text = f"{icon} {flow} {m['status']} in {_duration(m['duration'])}: {_tally(m)}"
+    text = f"{icon} {flow} {m['status']} in {duration_text(m['duration'])}: {_tally(m)}"
     if m.get("dropped"):
         text += f" ({m['dropped']} earlier notifications lost)"
     return text
@@ -467,14 +468,6 @@ def _tally(m: Message) -> str:
     if m.get("unlisted_failures"):
         parts.append(f"{m['unlisted_failures']} failures not listed")
     return ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _esc(text: object) -> str:

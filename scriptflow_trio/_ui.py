@@ -87,7 +87,8 @@ def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration for people: 4.2s, 3m07s, 2h05m."""
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
@@ -145,7 +146,7 @@ class TerminalView:
                 self._line(event.time, "FAILED", "bold red", event.error or event.name)
             elif event.status is ev.Status.SUCCEEDED and self.verbose:
                 self._line(
-                    event.time, "done", "green", f"{event.name} in {_duration(event.duration)}"
+                    event.time, "done", "green", f"{event.name} in {duration_text(event.duration)}"
                 )
             elif event.status is ev.Status.CANCELLED and not self.quiet:
                 self._line(event.time, "stopped", "magenta", event.name)
@@ -269,7 +270,7 @@ class TerminalView:
         c = self.counts
         queued = self.submitted - sum(c.values()) - len(self.running)
         head = Text.from_markup(
-            f"[bold]{escape(self.flow)}[/] {_duration(now - self.started)}  "
+            f"[bold]{escape(self.flow)}[/] {duration_text(now - self.started)}  "
             f"queued {max(queued, 0)} · "
             f"[cyan]running {len(self.running)}[/] · [green]done {c[ev.Status.SUCCEEDED]}[/] · "
             f"skipped {c[ev.Status.SKIPPED]} · [red]failed {c[ev.Status.FAILED]}[/] · "
@@ -278,7 +279,7 @@ class TerminalView:
         rows = sorted(self.running.values(), key=lambda r: r[1])
         table = Table.grid(padding=(0, 2))
         for name, start in rows[:_MAX_RUNNING_SHOWN]:
-            table.add_row(f"  [cyan]{escape(name)}[/]", _duration(now - start))
+            table.add_row(f"  [cyan]{escape(name)}[/]", duration_text(now - start))
         if len(rows) > _MAX_RUNNING_SHOWN:
             table.add_row(f"  ... and {len(rows) - _MAX_RUNNING_SHOWN} more", "")
         return Group(head, table)
@@ -307,12 +308,13 @@ class TerminalView:
         interrupted = [f.name for f in self.finished if f.status is ev.Status.CANCELLED]
         if self.plain:
             out = [
-                f"{_clock(time.time())} {status:<7} {self.flow} in {_duration(elapsed)}: "
+                f"{_clock(time.time())} {status:<7} {self.flow} in {duration_text(elapsed)}: "
                 + ", ".join(parts)
             ]
             if busiest and not self.quiet:
                 out.append(
-                    "busiest: " + ", ".join(f"{f.name} {_duration(f.duration)}" for f in busiest)
+                    "busiest: "
+                    + ", ".join(f"{f.name} {duration_text(f.duration)}" for f in busiest)
                 )
             if interrupted:
                 out.append("interrupted: " + ", ".join(interrupted))
@@ -327,7 +329,7 @@ class TerminalView:
         console.print(
             Text.from_markup(
                 f"[bold {style}]{status}[/] {escape(self.flow)} in "
-                f"{_duration(elapsed)}: " + escape(", ".join(parts))
+                f"{duration_text(elapsed)}: " + escape(", ".join(parts))
             )
         )
         if busiest and not self.quiet:
@@ -338,7 +340,7 @@ class TerminalView:
             table.add_column("status")
             for f in busiest:
                 table.add_row(
-                    escape(f.name), _duration(f.duration), str(f.attempts), f.status.value
+                    escape(f.name), duration_text(f.duration), str(f.attempts), f.status.value
                 )
             console.print(table)
         if interrupted:
