@@ -4,7 +4,9 @@ Run by ``run.py`` as a process of its own, in a fresh directory (its current one
 
     python _engine.py SHAPE N [--no-store]
 
-SHAPE is ``independent`` (N tasks in one ``sf.bag``), ``chain`` (N hops awaited in
+SHAPE is ``pending`` (N tasks in one ``sf.bag`` on a fake executor that never
+finishes: it reports once they are all waiting, and exits), ``independent`` (N tasks
+in one ``sf.bag``), ``chain`` (N hops awaited in
 turn; ``c/0.txt`` must exist) or ``fanin`` (N independent tasks in one ``sf.bag``,
 then one task whose inputs are their N outputs). The session has a
 ``FakeExecutor(slots=2)`` (each attempt is one trio checkpoint and writes its
@@ -17,10 +19,12 @@ counted), the number of tasks of the flow and the number the fake executor ran.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import trio
+import trio.testing
 
 import scriptflow_trio as sf
 from scriptflow_trio.testing import FakeExecutor
@@ -56,6 +60,30 @@ async def flow_fanin(n: int) -> None:
 FLOWS = {"independent": (flow_independent, 0), "chain": (flow_chain, 0), "fanin": (flow_fanin, 1)}
 
 
+async def measure_pending(n: int, store: bool) -> None:
+    """All ``n`` tasks submitted, 2 running forever, ``n - 2`` waiting: then exit at once.
+
+    The process's peak RSS is then what the engine holds for pending tasks (the Task
+    objects of the flow included); exiting with ``os._exit`` keeps the cancellation of
+    ``n`` jobs and the store's last commit out of that peak.
+    """
+    fake = FakeExecutor(slots=2, duration=3600.0)
+    start = time.perf_counter()
+    async with sf.open_session(executors=[fake], store=store, state_dir=".scriptflow") as session:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.bag, *independent(n))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = session.statistics()
+            report = {
+                "session_seconds": time.perf_counter() - start,
+                "tasks": n,
+                "ran": len(fake.runs),
+                "queued": stats.queued,
+            }
+            print(json.dumps(report), flush=True)
+            os._exit(0)
+
+
 async def measure(shape: str, n: int, store: bool) -> dict[str, object]:
     flow, extra = FLOWS[shape]
     fake = FakeExecutor(slots=2)
@@ -69,6 +97,8 @@ async def measure(shape: str, n: int, store: bool) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     shape, n = argv[0], int(argv[1])
     store = "--no-store" not in argv[2:]
+    if shape == "pending":
+        trio.run(measure_pending, n, store)
     print(json.dumps(trio.run(measure, shape, n, store)))
     return 0
 

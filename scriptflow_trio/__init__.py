@@ -19,7 +19,6 @@ from ._errors import TaskFailed as TaskFailed
 from ._errors import UsageError as UsageError
 from ._flowfile import flow as flow
 from ._flowfile import init as init
-from ._notify import Notifier as Notifier
 from ._session import Session as Session
 from ._session import SessionConfig as SessionConfig
 from ._session import SessionStatistics as SessionStatistics
@@ -39,6 +38,7 @@ __version__ = "0.1.0"
 
 # Imported when first used: most runs need none of them, and start-up time counts.
 _LAZY = {
+    "Notifier": "._notify",
     "DaskExecutor": ".executors.dask",
     "PBSExecutor": ".executors.sge",
     "SGEExecutor": ".executors.sge",
@@ -59,6 +59,7 @@ def __dir__() -> list[str]:
 
 
 if _TYPE_CHECKING:
+    from ._notify import Notifier as Notifier
     from .executors.dask import DaskExecutor as DaskExecutor
     from .executors.sge import PBSExecutor as PBSExecutor
     from .executors.sge import SGEExecutor as SGEExecutor

@@ -31,7 +31,6 @@ from ._errors import (
     UsageError,
 )
 from ._flowfile import FlowFile, bind_arguments, load_flow_file
-from ._notify import Endpoint, Notifier
 from ._session import SessionConfig, new_run_id, open_session
 from ._ui import Printer, TerminalView, escape
 from .executors._base import Executor
@@ -222,6 +221,8 @@ def _check_notify_options(args: argparse.Namespace) -> None:
     given = [(u, "sf.init 'notify'") for u in args.notify_config] + [
         (u, "--notify") for u in args.notify
     ]
+    if given:
+        from ._notify import Endpoint  # only a run that notifies pays for importing it
     for url, where in given:
         if not isinstance(url, str):
             raise UsageError(f"{where}: {url!r} is not a URL")
@@ -302,6 +303,8 @@ async def _run(
     endpoints = getattr(args, "notify_endpoints", [])
     if not endpoints:  # nothing is sent unless asked for
         return await _run_session(fn, kwargs, args, console, error_console, [])
+    from ._notify import Notifier
+
     notifier = Notifier(
         endpoints, every=args.notify_every, run_name=args.run_name, arguments=kwargs
     )

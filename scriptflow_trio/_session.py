@@ -115,7 +115,7 @@ class Job:
     reason: str = ""
     attempts: int = 0
     duration: float = 0.0
-    inputs: list[str] = attrs.field(factory=list)  # expanded when decided
+    inputs: Sequence[str] = ()  # expanded when decided
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
     reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
     after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges

@@ -28,7 +28,7 @@ import attrs
 import pytest
 import trio
 
-from scriptflow_trio import _cli
+from scriptflow_trio import _cli, _notify
 from scriptflow_trio import _events as ev
 from scriptflow_trio._notify import Endpoint, Notifier
 
@@ -458,7 +458,7 @@ def test_no_notify_option_sends_nothing_and_makes_no_notifier(
     def no_notifier(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a Notifier was made though nobody asked for notifications")
 
-    monkeypatch.setattr(_cli, "Notifier", no_notifier)
+    monkeypatch.setattr(_notify, "Notifier", no_notifier)
     monkeypatch.chdir(tmp_path)
     write(
         tmp_path / "flows.py",
