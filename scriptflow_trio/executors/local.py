@@ -192,10 +192,11 @@ async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _C
     if _FAST and not (spec.env and "PATH" in spec.env) and spec.cwd == os.getcwd():
         program = argv[0]
         if os.sep not in program:
-            found = programs.get(program) or shutil.which(program)
+            key = f"{os.environ.get('PATH', '')}\0{program}"  # the flow may change PATH
+            found = programs.get(key) or shutil.which(program)
             if found is None:
                 raise FileNotFoundError(program)
-            programs[program] = program = found
+            programs[key] = program = found
         pid = os.posix_spawn(  # noqa: ASYNC221 - returns once the child has exec'd
             program,
             argv,
