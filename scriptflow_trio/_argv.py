@@ -7,7 +7,10 @@ imports none of what looking into the store needs.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+
+from ._errors import UsageError
 
 COMMANDS = ("runs", "show", "log", "why", "clean", "report", "dag")
 
@@ -43,3 +46,12 @@ def add_place_options(
     )
     p.add_argument("-C", "--directory", metavar="DIR", help="change to DIR before anything else")
     return p
+
+
+def change_directory(args: argparse.Namespace) -> None:
+    """Honour ``-C DIR`` (before anything else reads a path); UsageError if it cannot."""
+    if args.directory:
+        try:
+            os.chdir(args.directory)
+        except OSError as exc:
+            raise UsageError(f"cannot change to directory {args.directory!r}: {exc}") from None

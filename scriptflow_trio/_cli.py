@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ._argv import add_place_options, command_argv
+from ._argv import add_place_options, change_directory, command_argv
 from ._errors import (
     FlowFileError,
     ScriptflowError,
@@ -155,11 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Printer(sys.stdout, plain=args.plain)
     errors = Printer(sys.stderr, plain=args.plain)
     try:
-        if args.directory:
-            try:
-                os.chdir(args.directory)
-            except OSError as exc:
-                raise UsageError(f"cannot change to directory {args.directory!r}: {exc}") from None
+        change_directory(args)
         flows = load_flow_file(args.flowfile)
         _apply_init_config(args, flows)
         if not args.name:

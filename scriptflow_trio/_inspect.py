@@ -30,7 +30,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ._argv import add_place_options
+from ._argv import add_place_options, change_directory
 from ._errors import ScriptflowError, StoreError, UsageError
 from ._records import AttemptRecord, AttemptStatus, Fingerprint, RunRecord, RunStatus
 from ._store import Store, fingerprint, hash_file, open_existing
@@ -122,11 +122,7 @@ def main(argv: Sequence[str], console: Console | None = None, errors: Console | 
     errors = errors or Console(stderr=True, highlight=False, soft_wrap=True)
     handler: Callable[[argparse.Namespace, Console, Console], int] = _HANDLERS[command]
     try:
-        if args.directory:
-            try:
-                os.chdir(args.directory)
-            except OSError as exc:
-                raise UsageError(f"cannot change to directory {args.directory!r}: {exc}") from None
+        change_directory(args)
         return handler(args, console, errors)
     except ScriptflowError as exc:
         _print_error(errors, exc, verbose=False)
