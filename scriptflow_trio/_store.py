@@ -93,14 +93,28 @@ def _load(text: str, cls: type) -> Any:
 
 @attrs.frozen
 class TaskState:
-    """What the store knows of a task key when a session opens: its latest attempt."""
+    """What the store knows of a task key when a session opens: its latest attempt.
+
+    The attempt's full record is read from the store only when asked for: deciding
+    10,000 tasks needs their status, and only a few ever need more.
+    """
 
     status: AttemptStatus
     run_id: str
-    raw: str  # the AttemptRecord as JSON, decoded only when needed
+    key: str
+    attempt: int
+    store: Store = attrs.field(repr=False, eq=False)
 
     def record(self) -> AttemptRecord:
-        record: AttemptRecord = _load(self.raw, AttemptRecord)
+        rows = self.store._query(
+            "SELECT record FROM attempts WHERE run_id = ? AND key = ? AND attempt = ?",
+            (self.run_id, self.key, self.attempt),
+        )
+        if not rows:
+            raise StoreError(
+                f"the store {self.store.path} lost attempt {self.attempt} of {self.key}"
+            )
+        record: AttemptRecord = _load(rows[0][0], AttemptRecord)
         return record
 
 
@@ -263,11 +277,11 @@ class Store:
 
     def load_history(self) -> History:
         with self._lock:
+            status_of = {s.value: s for s in AttemptStatus}
             tasks = {
-                key: TaskState(AttemptStatus(status), run_id, raw)
-                for key, status, run_id, raw in self._db.execute(
-                    "SELECT t.key, t.status, t.run_id, a.record FROM tasks t JOIN attempts a "
-                    "ON a.run_id = t.run_id AND a.key = t.key AND a.attempt = t.attempt"
+                key: TaskState(status_of[status], run_id, key, attempt, self)
+                for key, status, run_id, attempt in self._db.execute(
+                    "SELECT key, status, run_id, attempt FROM tasks"
                 )
             }
             files = {
