@@ -40,9 +40,17 @@ from ._records import (
     RunStatus,
     TaskOutcome,
 )
-from ._store import History, Store, StoreWriter, TaskState, fingerprint, hash_file
+from ._store import (
+    AttemptStart,
+    History,
+    Store,
+    StoreWriter,
+    TaskState,
+    fingerprint,
+    hash_file,
+)
 from ._task import Glob, Task, resolve
-from .executors._base import AttemptSpec, Executor
+from .executors._base import AttemptSpec, Executor, Outcome
 from .executors.local import LocalExecutor
 
 T = TypeVar("T")
@@ -186,6 +194,7 @@ class Session:
         self._remade: set[str] = set()
         self._queues = {name: collections.deque[Job]() for name in self.executors}
         self._free = {name: e.capacity for name, e in self.executors.items()}
+        self._settling = dict.fromkeys(self.executors, 0)  # workers finishing a job
         self._to_decide: collections.deque[Job] = collections.deque()
         self._deciding = False
         self._held: set[Job] = set()
@@ -585,63 +594,108 @@ class Session:
     # -- dispatch and attempts --------------------------------------------------------
 
     def _pump(self, executor: Executor) -> None:
-        """Start queued jobs while their executor has room, first come first served."""
-        if self._closing:
+        """Start a worker for each queued job that fits on its executor, in order.
+
+        A worker runs its job, then takes the next queued job that fits instead of
+        ending: a trio task per attempt cost as much as the rest of the engine's work
+        on a fast task. While a worker is finishing a job, the queue is left to it.
+        """
+        if self._closing or self._settling[executor.name]:
             return
-        queue = self._queues[executor.name]
-        free = self._free[executor.name]
+        while (taken := self._take(executor)) is not None:
+            self._nursery.start_soon(
+                self._worker, *taken, name=f"scriptflow worker {executor.name}"
+            )
+
+    def _take(self, executor: Executor) -> tuple[Job, int] | None:
+        """The next queued job, marked running, if it fits in its executor's free room."""
+        name = executor.name
+        queue = self._queues[name]
         while queue:
             job = queue[0]
             if job.state is not JobState.QUEUED:
                 queue.popleft()
                 continue
             cost = executor.cost(job.task.cores)
-            if cost > free:
-                break
+            if cost > self._free[name]:
+                return None
             queue.popleft()
-            free -= cost
+            self._free[name] -= cost
             job.state = JobState.RUNNING
-            self._nursery.start_soon(self._run_job, job, cost, name=f"scriptflow job {job.name}")
-        self._free[executor.name] = free
+            return job, cost
+        return None
 
-    async def _run_job(self, job: Job, cost: int) -> None:
+    async def _worker(self, job: Job, cost: int) -> None:
+        """Run ``job``, then each next queued job that fits, until none does.
+
+        The jobs of a worker share its cancel scope (one scope per job cost a few
+        microseconds each): cancelling a job cancels the scope, and the worker goes on
+        with the next job under a new one.
+        """
         executor = job.executor
-        try:
-            with trio.CancelScope() as job.scope:
-                if job.cancel_requested:
-                    job.scope.cancel()
-                await self._attempts(job)
-        finally:
-            self._free[executor.name] += cost
-            if not job.done:
-                self._finish(job, JobState.CANCELLED)
-            self._pump(executor)
+        taken: tuple[Job, int] | None = (job, cost)
+        while taken is not None:
+            with trio.CancelScope() as scope:
+                while taken is not None and not scope.cancel_called:
+                    job, cost = taken
+                    taken = None
+                    await self._run_job(job, cost, scope)
+                    taken = None if self._closing else self._take(executor)
+                    self._pump(executor)
+            if taken is None and not self._closing:
+                taken = self._take(executor)
 
-    async def _attempts(self, job: Job) -> None:
+    async def _run_job(self, job: Job, cost: int, scope: trio.CancelScope) -> None:
+        """Run the attempts of ``job`` under ``scope``; finish it and free its room."""
+        name = job.executor.name
+        ended: tuple[JobState, TaskError | None] = (JobState.CANCELLED, None)
+        job.scope = scope
+        try:
+            if job.cancel_requested:
+                scope.cancel()
+            ended = await self._attempts(job)
+        finally:
+            job.scope = None
+            self._free[name] += cost
+            self._settling[name] += 1
+            try:
+                if not job.done:
+                    self._finish(job, *ended)
+            finally:
+                self._settling[name] -= 1
+
+    async def _attempts(self, job: Job) -> tuple[JobState, TaskError | None]:
+        """Attempt ``job`` until one attempt succeeds or its retries are spent."""
         task = job.task
+        executor = job.executor
+        writer = self._writer
+        listening = bool(self._listeners)
         command = task.command_line()
         cwd = resolve(self.root, task.cwd) if task.cwd else self.root
-        t_start = trio.current_time()  # durations on trio's clock: monotonic, and virtual in tests
+        t_start = t0 = trio.current_time()  # durations on trio's clock: virtual in tests
         reason, returncode, log_path, printed = "", None, Path(), True
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
             log_path = self._log_path(job, attempt)
-            record = None
-            if self._writer is not None:
-                record = AttemptRecord(
-                    run_id=self.run_id,
-                    key=job.key,
-                    name=job.name,
-                    attempt=attempt,
-                    command=command,
-                    executor=job.executor.name,
-                    started=time.time(),
-                    log_path=self._relative(str(log_path)),
-                    inputs=await self._fingerprints(job.inputs, hashing),
+            started = time.time()
+            start: AttemptStart | None = None
+            inputs: tuple[Fingerprint, ...] = ()
+            if writer is not None:
+                if job.inputs:
+                    inputs = await self._fingerprints(job.inputs, hashing)
+                start = AttemptStart(
+                    self.run_id,
+                    job.key,
+                    job.name,
+                    attempt,
+                    command,
+                    executor.name,
+                    started,
+                    self._relative(str(log_path)),
                 )
                 # on record as running before anything can touch the outputs
-                self._writer.started(record)
+                writer.started(start)
             reattaching = attempt == 1 and bool(job.reattach)
             # a dead engine's job may have made its outputs already; and what was missing
             # when the task was decided needs no removing before its first attempt
@@ -663,35 +717,40 @@ class Session:
                 mem=task.mem,
                 timeout=task.timeout,
                 on_output=None if task.quiet else self._output_printer(job.name),
-                on_submitted=None if record is None else self._submission_recorder(record),
+                on_submitted=None if start is None else self._submission_recorder(start),
                 reattach=job.reattach if attempt == 1 else "",
             )
-            self._emit(
-                ev.AttemptStarted(
-                    job.name,
-                    job.key,
-                    attempt,
-                    job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
-                    command,
-                    log_path,
-                    job.executor.name,
-                    time.time(),
+            if listening:
+                self._emit(
+                    ev.AttemptStarted(
+                        job.name,
+                        job.key,
+                        attempt,
+                        job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
+                        command,
+                        log_path,
+                        executor.name,
+                        started,
+                    )
                 )
-            )
             since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
-            t0 = trio.current_time()
+            if attempt > 1:
+                t0 = trio.current_time()
             outcome = None
             timed_out = False
             try:
                 if task.timeout:
                     with trio.move_on_after(task.timeout) as deadline:
-                        outcome = await job.executor.run(spec)
+                        outcome = await executor.run(spec)
                     timed_out = deadline.cancelled_caught
                 else:
-                    outcome = await job.executor.run(spec)
+                    outcome = await executor.run(spec)
             except BaseException:
                 _unlink(job.paths)  # an interrupted attempt leaves nothing
-                self._record(record, AttemptStatus.CANCELLED, reason="interrupted")
+                if writer is not None and start is not None:
+                    writer.write(
+                        _attempt_record(start, AttemptStatus.CANCELLED, inputs, reason="interrupted")
+                    )
                 raise
             returncode = None
             made: list[tuple[str, os.stat_result]] = []
@@ -718,39 +777,41 @@ class Session:
             will_retry = bool(reason) and attempt <= task.retry and not could_not_start
             now = trio.current_time()
             printed = outcome is None or outcome.printed
-            self._emit(
-                ev.AttemptFinished(
-                    job.name,
-                    job.key,
-                    attempt,
-                    not reason,
-                    returncode,
-                    reason,
-                    time.time(),
-                    now - t0,
-                    will_retry,
-                    printed,
+            if listening:
+                self._emit(
+                    ev.AttemptFinished(
+                        job.name,
+                        job.key,
+                        attempt,
+                        not reason,
+                        returncode,
+                        reason,
+                        time.time(),
+                        now - t0,
+                        will_retry,
+                        printed,
+                    )
                 )
-            )
-            details: dict[str, Any] = {"returncode": returncode, "reason": reason}
-            if not printed:
-                details["log_path"] = ""  # it printed nothing: no log file was made
-            if outcome is not None:
-                details.update(
-                    job_id=outcome.job_id,
-                    host=outcome.host,
-                    cpu_seconds=outcome.cpu_seconds,
-                    max_rss=outcome.max_rss,
+            if writer is not None and start is not None:
+                writer.write(
+                    _attempt_record(
+                        start,
+                        AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
+                        inputs,
+                        outcome,
+                        returncode=returncode,
+                        reason=reason,
+                        printed=printed,
+                        outputs=(
+                            await self._output_fingerprints(made, hashing) if made else ()
+                        ),
+                        result=None if reason else job.value,
+                    )
                 )
             if not reason:
-                if record is not None:
-                    details.update(outputs=await self._output_fingerprints(made, hashing))
-                self._record(record, AttemptStatus.SUCCEEDED, result=job.value, **details)
                 job.duration = now - t_start
                 self._remember_remade(job)
-                self._finish(job, JobState.SUCCEEDED)
-                return
-            self._record(record, AttemptStatus.FAILED, **details)
+                return JobState.SUCCEEDED, None
             _unlink(job.paths)
             if not will_retry:
                 break
@@ -765,7 +826,7 @@ class Session:
             log_path=log_path if printed else None,
             log_tail=_tail(log_path) if printed else "",
         )
-        self._finish(job, JobState.FAILED, error)
+        return JobState.FAILED, error
 
     def _made_outputs(
         self, job: Job, since_ns: int
@@ -798,10 +859,6 @@ class Session:
                 missing.append(item)
         return missing, made
 
-    def _record(self, record: AttemptRecord | None, status: AttemptStatus, **changes: Any) -> None:
-        if self._writer is not None and record is not None:
-            self._writer.write(attrs.evolve(record, status=status, ended=time.time(), **changes))
-
     async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[Fingerprint, ...]:
         """Fingerprints of existing ``paths``; hashing (slow on big files) runs in a thread."""
         if self._writer is None:
@@ -824,12 +881,12 @@ class Session:
             Fingerprint(self._relative(path), st.st_size, st.st_mtime_ns) for path, st in made
         )
 
-    def _submission_recorder(self, record: AttemptRecord) -> Callable[[str], None]:
+    def _submission_recorder(self, start: AttemptStart) -> Callable[[str], None]:
         """Journal the job id an executor got, so a later engine can wait for that job."""
 
         def submitted(job_id: str) -> None:
             if self._writer is not None:
-                self._writer.started(attrs.evolve(record, job_id=job_id))
+                self._writer.started(start._replace(job_id=job_id))
 
         return submitted
 
@@ -1028,6 +1085,39 @@ def _unlink(paths: Iterable[str]) -> None:
             os.unlink(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             pass
+
+
+def _attempt_record(
+    start: AttemptStart,
+    status: AttemptStatus,
+    inputs: tuple[Fingerprint, ...],
+    outcome: Outcome | None = None,
+    *,
+    printed: bool = True,
+    **fields: Any,
+) -> AttemptRecord:
+    """The record of an attempt that ended: how it started, how it ended, what it used."""
+    if outcome is not None:
+        fields.update(
+            job_id=outcome.job_id,
+            host=outcome.host,
+            cpu_seconds=outcome.cpu_seconds,
+            max_rss=outcome.max_rss,
+        )
+    return AttemptRecord(
+        run_id=start.run_id,
+        key=start.key,
+        name=start.name,
+        attempt=start.attempt,
+        command=start.command,
+        executor=start.executor,
+        started=start.started,
+        status=status,
+        log_path=start.log_path if printed else "",  # it printed nothing: no log file
+        ended=time.time(),
+        inputs=inputs,
+        **fields,
+    )
 
 
 def _mark_done(task: Task, job: Job) -> None:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import cattrs
@@ -44,7 +44,8 @@ SCHEMA_VERSION = 2
 STORE_FILE = "store.sqlite"
 JOURNAL_FILE = "journal"
 
-_converter = cattrs.Converter()
+# defaults are left out of the JSON: a third less to encode and to keep, per attempt
+_converter = cattrs.Converter(omit_if_default=True)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 _TASKS = """CREATE TABLE IF NOT EXISTS tasks (
@@ -89,6 +90,60 @@ def _load(text: str, cls: type) -> Any:
             else exc
         )
         raise StoreError(f"a stored {cls.__name__} cannot be read: {detail}") from None
+
+
+class AttemptStart(NamedTuple):
+    """An attempt about to start: what the journal keeps, one JSON array per line.
+
+    A plain tuple, not an :class:`AttemptRecord`: it is made for every attempt and, for
+    a fast one, written to SQLite never (the attempt's end arrives in the same batch).
+    """
+
+    run_id: str
+    key: str
+    name: str
+    attempt: int
+    command: str
+    executor: str
+    started: float
+    log_path: str
+    job_id: str = ""
+
+    @property
+    def ident(self) -> tuple[str, str, int]:
+        return self.run_id, self.key, self.attempt
+
+    def record(self) -> AttemptRecord:
+        """The attempt as running."""
+        return AttemptRecord(
+            run_id=self.run_id,
+            key=self.key,
+            name=self.name,
+            attempt=self.attempt,
+            command=self.command,
+            executor=self.executor,
+            started=self.started,
+            log_path=self.log_path,
+            job_id=self.job_id,
+        )
+
+
+def _journal_line(line: str) -> AttemptRecord | None:
+    """The attempt a journal line records (older engines wrote whole records), if whole."""
+    try:
+        value = json.loads(line)
+        if isinstance(value, list):
+            return AttemptStart(*value).record()
+    except (ValueError, TypeError):
+        return None  # a line cut short by the engine's death
+    try:
+        record: AttemptRecord = _load(line, AttemptRecord)
+    except StoreError:
+        return None
+    return record
+
+
+Record = RunRecord | AttemptRecord | AttemptStart | TaskOutcome
 
 
 @attrs.frozen
@@ -184,18 +239,20 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------
 
-    def apply(self, batch: Sequence[RunRecord | AttemptRecord | TaskOutcome]) -> None:
+    def apply(self, batch: Sequence[Record]) -> None:
         """Write a batch of records in one transaction, one statement per table.
 
         An attempt recorded as running and again as ended in the same batch is written
         once, ended: the journal already had its start.
         """
-        attempts: dict[tuple[str, str, int], AttemptRecord] = {}
+        latest: dict[tuple[str, str, int], AttemptRecord | AttemptStart] = {}
         outcomes: list[tuple[Any, ...]] = []
         runs: list[tuple[Any, ...]] = []
         for record in batch:
-            if isinstance(record, AttemptRecord):
-                attempts[record.run_id, record.key, record.attempt] = record
+            if type(record) is AttemptStart:
+                latest[record.ident] = record
+            elif isinstance(record, AttemptRecord):
+                latest[record.run_id, record.key, record.attempt] = record
             elif isinstance(record, TaskOutcome):
                 r = record
                 outcomes.append(
@@ -213,16 +270,15 @@ class Store:
                         _dump(record),
                     )
                 )
+        attempts = [r.record() if type(r) is AttemptStart else r for r in latest.values()]
         attempt_rows = [
             (r.run_id, r.key, r.attempt, r.name, r.status.value, r.started, _dump(r))
-            for r in attempts.values()
+            for r in attempts
         ]
-        task_rows = [
-            (r.key, r.name, r.status.value, r.run_id, r.attempt) for r in attempts.values()
-        ]
+        task_rows = [(r.key, r.name, r.status.value, r.run_id, r.attempt) for r in attempts]
         file_rows = [
             (fp.path, r.key, r.command)
-            for r in attempts.values()
+            for r in attempts
             if r.status is AttemptStatus.SUCCEEDED
             for fp in r.outputs
         ]
@@ -254,11 +310,8 @@ class Store:
         journal = self.path.parent / JOURNAL_FILE
         started: list[AttemptRecord] = []
         if journal.exists():
-            for line in journal.read_text(errors="replace").splitlines():
-                try:
-                    started.append(_load(line, AttemptRecord))
-                except StoreError:
-                    continue  # a line cut short by the engine's death
+            lines = journal.read_text(errors="replace").splitlines()
+            started = [r for r in map(_journal_line, lines) if r is not None]
         interrupted = [r for r in started if not self._ended(r)]
         running = self._query("SELECT record FROM runs WHERE status = 'running'")
         died = [attrs.evolve(_load(r[0], RunRecord), status=RunStatus.DIED) for r in running]
@@ -418,7 +471,7 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._pending: list[RunRecord | AttemptRecord | TaskOutcome] = []
+        self._pending: list[Record] = []
         self._wake = trio.Event()
         self._journal = os.open(
             store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
@@ -426,14 +479,14 @@ class StoreWriter:
         self.batches = 0
         store.take_over_checkpoints()
 
-    def write(self, record: RunRecord | AttemptRecord | TaskOutcome) -> None:
+    def write(self, record: Record) -> None:
         self._pending.append(record)
         self._wake.set()
 
-    def started(self, record: AttemptRecord) -> None:
+    def started(self, start: AttemptStart) -> None:
         """Record an attempt as running, durably, before its process starts."""
-        os.write(self._journal, (_dump(record) + "\n").encode())
-        self.write(record)
+        os.write(self._journal, (_ENCODER.encode(start) + "\n").encode())
+        self.write(start)
 
     async def run(self, interval: float = 0.2, checkpoint_every: float = 2.0) -> None:
         """Commit what is queued whenever there is something, at most every ``interval``.

@@ -77,6 +77,9 @@ class FakeExecutor(Executor):
                 if parent not in self._dirs:
                     os.makedirs(parent, exist_ok=True)
                     self._dirs.add(parent)
-                with open(path, "w") as f:
-                    f.write("fake\n")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, b"fake\n")
+                finally:
+                    os.close(fd)
         return Outcome(returncode, started, time.time(), self._host, job_id="fake")

@@ -169,6 +169,27 @@ async def test_fail_fast_cancels_siblings(workdir, autojump_clock):
     assert not Path("long.txt").exists()
 
 
+async def test_cancelling_a_running_task_leaves_the_queue_behind_it_running(
+    workdir, autojump_clock
+):
+    # one slot: "next" waits behind "doomed" for the same worker, whose cancel scope
+    # the cancellation of "doomed" uses; "next" and "last" must still run, to the end
+    fake = FakeExecutor(slots=1, duration=1.0)
+    async with open_session(executors=[fake]):
+        doomed = sf.Task(cmd="doomed", outputs="doomed.txt", name="doomed")
+        later = [sf.Task(cmd=n, outputs=f"{n}.txt", name=n) for n in ("next", "last")]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.bag, *later)
+            with trio.move_on_after(0.5):
+                await doomed
+        assert trio.current_time() == 2.5
+    assert [s.name for s in fake.cancelled] == ["doomed"]
+    assert [s.name for s in fake.runs] == ["doomed", "next", "last"]
+    assert not Path("doomed.txt").exists()
+    assert Path("next.txt").exists() and Path("last.txt").exists()
+    assert later[0].done and later[1].done and not doomed.done
+
+
 async def test_keep_going_lets_independent_tasks_finish(workdir, autojump_clock):
     fake = FakeExecutor(
         slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name.startswith("bad") else 0

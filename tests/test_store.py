@@ -356,3 +356,33 @@ async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(
     assert seen == ["J42"]
     (reason,) = rec.reasons(ev.AttemptStarted).values()
     assert reason.startswith("its job J42 from run ") and reason.endswith("waiting for it")
+
+
+def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
+    # engines before the compact journal wrote each start as a whole record (a JSON
+    # object); a line cut short by the engine's death is skipped
+    state = tmp_path / ".scriptflow"
+    Store.open(state).close()
+    old = (
+        '{"run_id":"r0","key":"k1","name":"old","attempt":1,"command":"touch o",'
+        '"executor":"local","started":1.5,"status":"running","log_path":"","job_id":"",'
+        '"host":"","ended":null,"returncode":null,"reason":"","inputs":[],"outputs":[],'
+        '"result":null,"cpu_seconds":null,"max_rss":null}'
+    )
+    new = '["r0","k2","new",2,"touch n","slurm",2.5,"logs/n.2.log","77"]'
+    (state / "journal").write_text(f"{old}\n{new}\n[\"r0\",\"k3\",\"cut")
+    store = Store.open(state)
+    try:
+        store.recover()
+        history = store.load_history()
+        assert sorted(history.tasks) == ["k1", "k2"]
+        assert {s.status for s in history.tasks.values()} == {AttemptStatus.RUNNING}
+        second = history.tasks["k2"].record()
+        assert (second.name, second.attempt, second.executor, second.job_id) == (
+            "new", 2, "slurm", "77"
+        )
+        assert second.log_path == "logs/n.2.log" and second.started == 2.5
+    finally:
+        store.close()
+    assert (state / "journal").read_text() == ""
+
