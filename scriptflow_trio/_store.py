@@ -383,10 +383,11 @@ class Store:
 
     def last_attempt(self, ref: str) -> AttemptRecord | None:
         """The latest attempt of a task, by name or key prefix."""
+        # a key prefix as a range, so that both sides of the OR use an index
         rows = self._query(
-            "SELECT record FROM attempts WHERE name = ? OR substr(key, 1, ?) = ? "
+            "SELECT record FROM attempts WHERE name = ? OR (key >= ? AND key < ?) "
             "ORDER BY started DESC, attempt DESC LIMIT 1",
-            (ref, len(ref), ref),
+            (ref, ref, ref + "\U0010ffff"),
         )
         return _load(rows[0][0], AttemptRecord) if rows else None
 
