@@ -749,7 +749,9 @@ class Session:
                 _unlink(job.paths)  # an interrupted attempt leaves nothing
                 if writer is not None and start is not None:
                     writer.write(
-                        _attempt_record(start, AttemptStatus.CANCELLED, inputs, reason="interrupted")
+                        _attempt_record(
+                            start, AttemptStatus.CANCELLED, inputs, reason="interrupted"
+                        )
                     )
                 raise
             returncode = None
@@ -802,9 +804,7 @@ class Session:
                         returncode=returncode,
                         reason=reason,
                         printed=printed,
-                        outputs=(
-                            await self._output_fingerprints(made, hashing) if made else ()
-                        ),
+                        outputs=(await self._output_fingerprints(made, hashing) if made else ()),
                         result=None if reason else job.value,
                     )
                 )

@@ -370,7 +370,7 @@ def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
         '"result":null,"cpu_seconds":null,"max_rss":null}'
     )
     new = '["r0","k2","new",2,"touch n","slurm",2.5,"logs/n.2.log","77"]'
-    (state / "journal").write_text(f"{old}\n{new}\n[\"r0\",\"k3\",\"cut")
+    (state / "journal").write_text(f'{old}\n{new}\n["r0","k3","cut')
     store = Store.open(state)
     try:
         store.recover()
@@ -379,10 +379,12 @@ def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
         assert {s.status for s in history.tasks.values()} == {AttemptStatus.RUNNING}
         second = history.tasks["k2"].record()
         assert (second.name, second.attempt, second.executor, second.job_id) == (
-            "new", 2, "slurm", "77"
+            "new",
+            2,
+            "slurm",
+            "77",
         )
         assert second.log_path == "logs/n.2.log" and second.started == 2.5
     finally:
         store.close()
     assert (state / "journal").read_text() == ""
-
