@@ -17,7 +17,6 @@ import fnmatch
 import json
 import os
 import re
-import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -1143,7 +1142,7 @@ def new_run_id() -> str:
     """A unique run id that sorts by start: UTC time to the millisecond, a random suffix."""
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{stamp}{int(now % 1 * 1000):03d}-{secrets.token_hex(2)}"
+    return f"{stamp}{int(now % 1 * 1000):03d}-{os.urandom(2).hex()}"
 
 
 @asynccontextmanager
