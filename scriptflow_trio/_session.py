@@ -1103,14 +1103,7 @@ def _attempt_record(
             cpu_seconds=outcome.cpu_seconds,
             max_rss=outcome.max_rss,
         )
-    return AttemptRecord(
-        run_id=start.run_id,
-        key=start.key,
-        name=start.name,
-        attempt=start.attempt,
-        command=start.command,
-        executor=start.executor,
-        started=start.started,
+    return start.record(
         status=status,
         log_path=start.log_path if printed else "",  # it printed nothing: no log file
         ended=time.time(),

@@ -113,8 +113,10 @@ class AttemptStart(NamedTuple):
     def ident(self) -> tuple[str, str, int]:
         return self.run_id, self.key, self.attempt
 
-    def record(self) -> AttemptRecord:
-        """The attempt as running."""
+    def record(self, **fields: Any) -> AttemptRecord:
+        """The attempt as running, or with ``fields`` (how it ended) as it ended."""
+        fields.setdefault("log_path", self.log_path)
+        fields.setdefault("job_id", self.job_id)
         return AttemptRecord(
             run_id=self.run_id,
             key=self.key,
@@ -123,8 +125,7 @@ class AttemptStart(NamedTuple):
             command=self.command,
             executor=self.executor,
             started=self.started,
-            log_path=self.log_path,
-            job_id=self.job_id,
+            **fields,
         )
 
 
