@@ -641,8 +641,10 @@ class Session:
                     await self._run_job(job, cost, scope)
                     taken = None if self._closing else self._take(executor)
                     self._pump(executor)
-            if taken is None and not self._closing:
+            if taken is None and scope.cancel_called and not self._closing:
+                # a job was cancelled: its room is free, and nobody has looked at the queue
                 taken = self._take(executor)
+                self._pump(executor)
 
     async def _run_job(self, job: Job, cost: int, scope: trio.CancelScope) -> None:
         """Run the attempts of ``job`` under ``scope``; finish it and free its room."""

@@ -190,6 +190,22 @@ async def test_cancelling_a_running_task_leaves_the_queue_behind_it_running(
     assert later[0].done and later[1].done and not doomed.done
 
 
+async def test_the_room_of_a_cancelled_task_goes_to_all_the_tasks_it_fits(workdir, autojump_clock):
+    # "wide" takes both slots; once it is cancelled, the two one-slot tasks behind it
+    # must start together, not one after the other
+    fake = FakeExecutor(slots=2, duration=1.0)
+    async with open_session(executors=[fake]):
+        wide = sf.Task(cmd="wide", outputs="wide.txt", name="wide", cores=2)
+        narrow = [sf.Task(cmd=n, outputs=f"{n}.txt", name=n) for n in ("n1", "n2")]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.bag, *narrow)
+            with trio.move_on_after(0.5):
+                await wide
+        assert trio.current_time() == 1.5
+    assert fake.max_running == 2
+    assert narrow[0].done and narrow[1].done
+
+
 async def test_keep_going_lets_independent_tasks_finish(workdir, autojump_clock):
     fake = FakeExecutor(
         slots=4, duration=1.0, behaviour=lambda spec: 1 if spec.name.startswith("bad") else 0
