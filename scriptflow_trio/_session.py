@@ -121,6 +121,7 @@ class Job:
     value: Any = None
     reason: str = ""
     attempts: int = 0
+    started: bool = False  # its current attempt has started (not just been handed over)
     duration: float = 0.0
     inputs: Sequence[str] = ()  # expanded when decided
     reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
@@ -192,7 +193,9 @@ class Session:
         self._producers: dict[str, Job] = {}
         self._remade: set[str] = set()
         self._queues = {name: collections.deque[Job]() for name in self.executors}
-        self._free = {name: e.capacity for name, e in self.executors.items()}
+        # an executor with a lookahead takes more than its capacity, and queues it itself
+        self._free = {name: e.capacity + e.lookahead for name, e in self.executors.items()}
+        self._ahead = {name for name, e in self.executors.items() if e.lookahead > 0}
         self._settling = dict.fromkeys(self.executors, 0)  # workers finishing a job
         self._to_decide: collections.deque[Job] = collections.deque()
         self._deciding = False
@@ -263,10 +266,14 @@ class Session:
 
     def statistics(self) -> SessionStatistics:
         counts = collections.Counter(job.state for job in self._jobs.values())
+        # handed to an executor's own queue, but not started: still queued
+        waiting = sum(
+            1 for job in self._jobs.values() if job.state is JobState.RUNNING and not job.started
+        )
         return SessionStatistics(
             blocked=counts[JobState.BLOCKED],
-            queued=counts[JobState.QUEUED],
-            running=counts[JobState.RUNNING],
+            queued=counts[JobState.QUEUED] + waiting,
+            running=counts[JobState.RUNNING] - waiting,
             succeeded=counts[JobState.SUCCEEDED],
             skipped=counts[JobState.SKIPPED],
             failed=counts[JobState.FAILED],
@@ -673,7 +680,8 @@ class Session:
         listening = bool(self._listeners)
         command = task.command_line()
         cwd = resolve(self.root, task.cwd) if task.cwd else self.root
-        t_start = t0 = trio.current_time()  # durations on trio's clock: virtual in tests
+        ahead = executor.name in self._ahead
+        t_start = trio.current_time()  # durations on trio's clock: virtual in tests
         reason, returncode, log_path, printed = "", None, Path(), True
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
@@ -703,6 +711,15 @@ class Session:
             if not reattaching and not (attempt == 1 and job.absent):
                 _unlink(job.paths)
             self._make_parent_dirs(job.paths)
+            begin = _Begin(
+                self,
+                job,
+                attempt,
+                job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
+                command,
+                log_path,
+                started,
+            )
             spec = AttemptSpec(
                 name=job.name,
                 key=job.key,
@@ -719,42 +736,40 @@ class Session:
                 timeout=task.timeout,
                 on_output=None if task.quiet else self._output_printer(job.name),
                 on_submitted=None if start is None else self._submission_recorder(start),
+                on_started=begin if ahead else None,
                 reattach=job.reattach if attempt == 1 else "",
             )
-            if listening:
-                self._emit(
-                    ev.AttemptStarted(
-                        job.name,
-                        job.key,
-                        attempt,
-                        job.reason if attempt == 1 else f"retry {attempt - 1} of {task.retry}",
-                        command,
-                        log_path,
-                        executor.name,
-                        started,
-                    )
-                )
             since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
-            if attempt > 1:
-                t0 = trio.current_time()
             outcome = None
             timed_out = False
             try:
                 if task.timeout:
-                    with trio.move_on_after(task.timeout) as deadline:
+                    # the deadline is set when the attempt starts (at once, or when an
+                    # executor with a lookahead says so)
+                    with trio.CancelScope() as begin.deadline:
+                        if not ahead:
+                            begin.now()
                         outcome = await executor.run(spec)
-                    timed_out = deadline.cancelled_caught
+                    timed_out = begin.deadline.cancelled_caught
                 else:
+                    if not ahead:
+                        begin.now()
                     outcome = await executor.run(spec)
             except BaseException:
                 _unlink(job.paths)  # an interrupted attempt leaves nothing
+                job.started = False
                 if writer is not None and start is not None:
                     writer.write(
                         _attempt_record(
-                            start, AttemptStatus.CANCELLED, inputs, reason="interrupted"
+                            begin.moved(start),
+                            AttemptStatus.CANCELLED,
+                            inputs,
+                            reason="interrupted",
                         )
                     )
                 raise
+            job.started = False
+            t0 = begin.t0
             returncode = None
             made: list[tuple[str, os.stat_result]] = []
             if outcome is None or timed_out:
@@ -798,7 +813,7 @@ class Session:
             if writer is not None and start is not None:
                 writer.write(
                     _attempt_record(
-                        start,
+                        begin.moved(start),
                         AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
                         inputs,
                         outcome,
@@ -1075,6 +1090,75 @@ async def _finished(job: Job) -> None:
     await job.finished_event.wait()
 
 
+class _Begin:
+    """The start of one attempt: its deadline, its listeners, its times.
+
+    The session calls :meth:`now` as it hands the attempt to its executor; an executor
+    with a lookahead instead calls the object itself when the attempt leaves its queue
+    and starts. Either way the timeout runs from then.
+    """
+
+    __slots__ = (
+        "session",
+        "job",
+        "attempt",
+        "reason",
+        "command",
+        "log_path",
+        "wall",
+        "t0",
+        "deadline",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        job: Job,
+        attempt: int,
+        reason: str,
+        command: str,
+        log_path: Path,
+        handed: float,
+    ) -> None:
+        self.session = session
+        self.job = job
+        self.attempt = attempt
+        self.reason = reason
+        self.command = command
+        self.log_path = log_path
+        self.wall = handed  # when it started, on the wall clock
+        self.t0 = trio.current_time()
+        self.deadline: trio.CancelScope | None = None
+
+    def __call__(self, at: float) -> None:
+        self.wall = at
+        self.now()
+
+    def now(self) -> None:
+        job = self.job
+        job.started = True
+        self.t0 = trio.current_time()
+        if self.deadline is not None and job.task.timeout:
+            self.deadline.deadline = self.t0 + job.task.timeout
+        if self.session._listeners:
+            self.session._emit(
+                ev.AttemptStarted(
+                    job.name,
+                    job.key,
+                    self.attempt,
+                    self.reason,
+                    self.command,
+                    self.log_path,
+                    job.executor.name,
+                    self.wall,
+                )
+            )
+
+    def moved(self, start: AttemptStart) -> AttemptStart:
+        """The journal's record of the start, with the time the attempt really started."""
+        return start if self.wall == start.started else start._replace(started=self.wall)
+
+
 def _unlink(paths: Iterable[str]) -> None:
     """Delete literal output files, so a failed or interrupted attempt leaves none behind.
 
@@ -1108,7 +1192,7 @@ def _attempt_record(
     return start.record(
         status=status,
         log_path=start.log_path if printed else "",  # it printed nothing: no log file
-        ended=time.time(),
+        ended=outcome.ended if outcome is not None else time.time(),
         inputs=inputs,
         **fields,
     )

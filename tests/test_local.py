@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import alive, wait_for_files, wait_gone
+from helpers import Recorder, alive, wait_for_files, wait_gone
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
+from scriptflow_trio._store import Store
 
 PY = sys.executable
 
@@ -172,3 +173,74 @@ async def test_stale_output_is_removed_before_the_attempt(workdir):
     async with sf.open_session(executors=[sf.LocalExecutor()]):
         with pytest.raises(sf.TaskFailed, match="missing output out.txt"):
             await sf.Task(cmd="true", inputs="in.txt", outputs="out.txt")
+
+
+def _stamped(i: int, seconds: float) -> sf.Task:
+    """A task that writes when it really ran: 'start end' on the wall clock."""
+    code = (
+        f"import time; a = time.time(); time.sleep({seconds}); "
+        f"open('s{i}.txt', 'w').write(f'{{a}} {{time.time()}}')"
+    )
+    return sf.Task(cmd=[PY, "-c", code], outputs=f"s{i}.txt", name=f"s{i}", timeout=0.9)
+
+
+async def test_an_attempt_queued_ahead_starts_its_timeout_and_its_events_when_it_starts(workdir):
+    # one slot: the second attempt waits in the executor's own queue for the first one
+    # (0.5 s), then runs 0.5 s; its 0.9 s timeout must count from its start
+    recorder = Recorder()
+    executor = sf.LocalExecutor(slots=1)
+    async with sf.open_session(executors=[executor], listeners=[recorder]) as session:
+        assert executor.lookahead == 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.bag, *(_stamped(i, 0.5) for i in range(3)))
+            while len(recorder.of(ev.AttemptStarted)) < 1:
+                await trio.sleep(0.01)
+            # one started, one handed to the executor's queue, one in the session's
+            stats = session.statistics()
+            assert (stats.running, stats.queued) == (1, 2)
+        run_id = session.run_id
+    spans = sorted(tuple(map(float, Path(f"s{i}.txt").read_text().split())) for i in range(3))
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+    # each attempt is on record, and in the events, from when its process started
+    store = Store.open(workdir / ".scriptflow")
+    records = store.attempts(run_id)
+    store.close()
+    events = {e.name: e.time for e in recorder.of(ev.AttemptStarted)}
+    assert len(records) == 3
+    for record, (began, ended) in zip(records, spans, strict=True):
+        assert record.started <= began < record.started + 0.3
+        assert ended <= record.ended < ended + 0.3
+        assert events[record.name] == record.started
+    assert all(a.ended <= b.started for a, b in zip(records, records[1:], strict=False))
+
+
+async def test_a_command_that_does_not_exist_fails_fast_in_a_bag(workdir):
+    recorder = Recorder()
+    tasks = [sf.Task(cmd=f"no-such-program-xyz {i}", name=f"n{i}") for i in range(40)]
+    async with sf.open_session(executors=[sf.LocalExecutor(slots=2)], listeners=[recorder]):
+        with trio.fail_after(10), pytest.raises(sf.TaskFailed, match="command not found"):
+            await sf.bag(*tasks)
+    # fail-fast: a few attempts per worker before the bag cancels the rest, not all 40
+    assert len(recorder.of(ev.AttemptFinished)) < 20
+
+
+async def test_when_the_spawner_is_killed_its_attempts_are_lost_and_their_processes_die(workdir):
+    executor = sf.LocalExecutor(slots=1, grace=0.5)
+    async with sf.open_session(executors=[executor]):
+        async with trio.open_nursery() as nursery:
+
+            async def doomed() -> None:
+                with pytest.raises(sf.TaskFailed, match="process spawner") as info:
+                    await sleeper("a")
+                assert info.value.returncode is None
+
+            nursery.start_soon(doomed)
+            pids = await wait_for_files("a.child", "a.sh", limit=10)
+            assert executor._spawner is not None
+            os.kill(executor._spawner.pid, 9)
+        await wait_gone(pids, limit=5)
+        # what follows runs without it, one at a time still
+        with trio.fail_after(15):
+            await sf.bag(*(_stamped(i, 0.2) for i in range(3)))
+    spans = sorted(tuple(map(float, Path(f"s{i}.txt").read_text().split())) for i in range(3))
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import Recorder
+from helpers import Recorder, alive
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
@@ -37,7 +37,7 @@ import scriptflow_trio as sf
 
 async def flow_ten():
     await sf.bag(*[
-        sf.Task(cmd=f"echo x >> count_{i}; sleep 1; echo done > out_{i}",
+        sf.Task(cmd=f"echo $$ > pid_{i}; echo x >> count_{i}; sleep 1; echo done > out_{i}",
                 shell=True, outputs=f"out_{i}", name=f"t{i}")
         for i in range(10)
     ])
@@ -67,11 +67,16 @@ def test_kill_9_resumes_without_trusting_interrupted_outputs(tmp_path: Path) -> 
     engine.communicate(timeout=10)
     interrupted = started_before - done_before
     assert len(done_before) >= 4 and interrupted
-    # the orphans finish and write outputs that look fresh: they must not be trusted
-    deadline = time.monotonic() + 10
-    while not all((tmp_path / f"out_{i}").exists() for i in interrupted):
-        assert time.monotonic() < deadline
+    # the engine's death kills what it started: no orphan goes on
+    orphans = [int((tmp_path / f"pid_{i}").read_text()) for i in interrupted]
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in orphans):
+        assert time.monotonic() < deadline, "an attempt outlived the engine"
         time.sleep(0.05)
+    # outputs that look fresh (as a process the engine did not start could leave) must
+    # not be trusted: an interrupted attempt is run again
+    for i in interrupted:
+        (tmp_path / f"out_{i}").write_text("done\n")
 
     again = cli(tmp_path, "flows.py", "ten", "-j", "4", "--plain")
     out, _ = again.communicate(timeout=60)

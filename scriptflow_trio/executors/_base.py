@@ -40,6 +40,10 @@ class AttemptSpec:
     # Called by the executor with the job id as soon as it has one (a cluster job
     # submitted), so that the store knows it while the job runs.
     on_submitted: Callable[[str], None] | None = None
+    # Called by an executor with a ``lookahead`` with the time (``time.time()``) the
+    # attempt started: until then it may wait in the executor's own queue, and its
+    # timeout starts only then.
+    on_started: Callable[[float], None] | None = None
     # A job id this executor gave an attempt of the same task in an engine that died:
     # wait for that job instead of submitting a new one (see ``supports_reattach``).
     reattach: str = ""
@@ -81,6 +85,10 @@ class Executor(abc.ABC):
     name: str = "executor"
     #: whether ``run`` can wait for a job of a previous engine (``AttemptSpec.reattach``)
     supports_reattach: bool = False
+    #: units of work beyond ``capacity`` that the executor takes and queues itself, to
+    #: start the next attempt the moment room frees; such an executor calls
+    #: ``spec.on_started`` when an attempt starts (read once, when a session opens)
+    lookahead: int = 0
 
     @property
     @abc.abstractmethod

@@ -5,20 +5,22 @@ trio's default cancellation signals only the direct child, so the grandchildren 
 session (POSIX) or process group (Windows), and stopping it signals the whole group:
 SIGTERM, a grace period, then SIGKILL.
 
-Starting a process is the cost every task pays, so on Linux it takes the shortest
-path: ``posix_spawn`` (vfork and exec, no Python between them) on the event loop's
-own thread, a pidfd to learn of the exit without a thread, and ``wait4`` to reap it
-with what the process tree used (CPU time; peak memory of its largest process, when
-it is above the engine's own: below, Linux's figure is the engine's).
-Elsewhere, or when the task needs what ``posix_spawn`` cannot do (another working
-directory, its own PATH), ``subprocess.Popen`` starts it; trio waits for it the
-portable way, and resource use is not measured.
+On Linux a small helper process, the spawner (``_spawner.py``), starts and reaps the
+attempts: the engine sends it each command over a socket and hears back how it ended
+(exit code, CPU time, peak memory), while it goes on with its own work. Starting a
+process from the engine itself blocked the engine until the child had exec'd, often a
+millisecond on a busy machine (see ``_spawner.py``). The executor takes one attempt
+per slot beyond its slots (``lookahead``): the spawner holds them and starts the next
+the moment a slot frees, and the session hears of the start through
+``spec.on_started``. If the engine dies, the spawner kills what it started.
+
+Elsewhere, or when the spawner is gone, ``subprocess`` starts each attempt and trio
+waits for it the portable way (resource use is then not measured).
 """
 
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import socket
@@ -26,17 +28,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import trio
 
+from . import _spawner
 from ._base import AttemptSpec, Executor, Outcome
 
 _POSIX = os.name == "posix"
-_FAST = sys.platform == "linux" and hasattr(os, "pidfd_open") and hasattr(os, "posix_spawn")
-if _FAST:
-    import resource
+_SPAWNER = sys.platform == "linux" and hasattr(os, "pidfd_open") and bool(sys.executable)
 # ru_maxrss is in KiB on Linux, in bytes on macOS
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
@@ -60,43 +63,6 @@ def _raise_open_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-class _Child:
-    """A started attempt's leader process: wait for it (repeatably), stop its group."""
-
-    def __init__(self, pid: int, proc: trio.Process | None, rss_floor: int) -> None:
-        self.pid = pid
-        self._proc = proc  # set when trio, not we, reaps the process
-        self._rss_floor = rss_floor
-        self.returncode: int | None = None
-        self.cpu_seconds: float | None = None
-        self.max_rss: int | None = None
-
-    async def wait(self) -> int:
-        if self.returncode is not None:
-            await trio.lowlevel.checkpoint()
-            return self.returncode
-        if self._proc is not None:
-            self.returncode = await self._proc.wait()
-            return self.returncode
-        pidfd = os.pidfd_open(self.pid)
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            os.close(pidfd)
-        return self.reap()
-
-    def reap(self) -> int:
-        """Collect the exited leader (``wait4``: its exit status and what its tree used)."""
-        _, status, usage = os.wait4(self.pid, 0)
-        self.returncode = os.waitstatus_to_exitcode(status)
-        self.cpu_seconds = usage.ru_utime + usage.ru_stime
-        # Linux counts, in a child's peak, the memory of the process it was spawned from
-        # (until exec): at or below the engine's own peak the figure says nothing
-        if usage.ru_maxrss > self._rss_floor:
-            self.max_rss = usage.ru_maxrss * _RSS_UNIT
-        return self.returncode
-
-
 class LocalExecutor(Executor):
     """Runs at most ``slots`` cores' worth of attempts at once on this machine.
 
@@ -111,118 +77,521 @@ class LocalExecutor(Executor):
         self.grace = grace
         self._host = socket.gethostname()
         self._programs: dict[str, str] = {}
+        self._spawner: _Spawner | None = None
+        self._stack: AsyncExitStack | None = None
+        self._lookahead = 0
+        self._room: _Room | None = None  # the slots, when the spawner is lost
 
     @property
     def capacity(self) -> int:
         return self.slots
 
+    @property
+    def lookahead(self) -> int:  # type: ignore[override]
+        return self._lookahead
+
     async def __aenter__(self) -> LocalExecutor:
         _raise_open_file_limit(256 + 4 * self.slots)
+        if _SPAWNER:
+            self._stack = AsyncExitStack()
+            nursery = await self._stack.enter_async_context(trio.open_nursery())
+            self._spawner = _Spawner.start(self.slots)
+            nursery.start_soon(self._spawner.serve, name=f"{self.name} spawner")
+            self._lookahead = self.slots
+            self._room = _Room(self.slots)
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        spawner, self._spawner = self._spawner, None
+        stack, self._stack = self._stack, None
+        self._lookahead, self._room = 0, None
+        try:
+            if spawner is not None:
+                await spawner.close()
+        finally:
+            if stack is not None:
+                await stack.aclose()
 
     async def run(self, spec: AttemptSpec) -> Outcome:
         started = time.time()
-        log = _Log(spec.log_path, spec.on_output)
-        read_end, write_end = os.pipe()
+        spawner = self._spawner
+        if spawner is None or spawner.lost:
+            if self._room is None:
+                return await self._run_portable(spec, started)
+            # the session counts on the lookahead: keep to the slots here instead
+            cost = self.cost(spec.cores)
+            await self._room.take(cost)
+            try:
+                started = time.time()
+                if spec.on_started is not None:
+                    spec.on_started(started)
+                return await self._run_portable(spec, started)
+            finally:
+                self._room.give(cost)
         try:
-            child = await _start(spec, write_end, self._programs)
+            program, argv, env = self._command(spec)
         except OSError as exc:
-            os.close(read_end)
-            message = _start_error(spec, exc)
-            log.write((message + "\n").encode())
-            log.close()
-            return Outcome(None, started, time.time(), self._host, error=message)
-        finally:
-            os.close(write_end)
-        try:
-            await _follow(child, read_end, log)
-        except BaseException:
-            await self._stop(child)
-            raise
-        finally:
-            log.close()
-        return Outcome(
-            child.returncode,
-            started,
-            time.time(),
-            self._host,
-            job_id=str(child.pid),
-            cpu_seconds=child.cpu_seconds,
-            max_rss=child.max_rss,
-            printed=log.created,
-        )
-
-    async def _stop(self, child: _Child) -> None:
-        """Stop the attempt's whole process tree, shielded from the cancellation itself."""
-        with trio.CancelScope(shield=True):
-            if not _POSIX:  # pragma: no cover
-                assert child._proc is not None
-                child._proc.kill()
-                await child.wait()
-                return
-            _signal_group(child.pid, signal.SIGTERM)
-            with trio.move_on_after(self.grace):
-                await child.wait()
-            # the leader may be gone while children it started still run in its group
-            _signal_group(child.pid, signal.SIGKILL)
-            await child.wait()
-
-
-def _environ() -> Mapping[Any, Any]:
-    """The engine's environment, as posix_spawn reads it fastest.
-
-    ``os.environ`` decodes every variable through Python code at each spawn (35 us
-    here); its backing dict of bytes, always current, is read in C. It is private to
-    CPython, hence the fallback.
-    """
-    data = getattr(os.environ, "_data", None)
-    return data if isinstance(data, dict) else os.environ
-
-
-async def _start(spec: AttemptSpec, out_fd: int, programs: dict[str, str]) -> _Child:
-    """Start the attempt's command with stdin from /dev/null, stdout and stderr to ``out_fd``.
-
-    ``programs`` caches where PATH lookups found programs: posix_spawnp would try
-    every PATH entry before the right one, while the engine waits for the exec.
-    """
-    argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
-    env: Mapping[Any, Any] = {**os.environ, **spec.env} if spec.env else _environ()
-    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if _FAST else 0
-    # the fast path cannot change directory, and searches the engine's PATH
-    if _FAST and not (spec.env and "PATH" in spec.env) and spec.cwd == os.getcwd():
-        program = argv[0]
-        if os.sep not in program:
-            key = f"{os.environ.get('PATH', '')}\0{program}"  # the flow may change PATH
-            found = programs.get(key) or shutil.which(program)
-            if found is None:
-                raise FileNotFoundError(program)
-            programs[key] = program = found
-        pid = os.posix_spawn(  # noqa: ASYNC221 - returns once the child has exec'd
+            await trio.lowlevel.checkpoint()
+            return self._not_started(spec, exc, started)
+        attempt = spawner.submit(
+            self.cost(spec.cores),
             program,
             argv,
             env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out_fd, 1),
-                (os.POSIX_SPAWN_DUP2, out_fd, 2),
-            ],
-            setsid=True,
-            # Python ignores SIGPIPE and SIGXFSZ; the command should not inherit that
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            spec.cwd,
+            str(spec.log_path),
+            spec.on_output,
+            spec.on_started,
         )
-        return _Child(pid, None, floor)
-    options: dict = {"cwd": spec.cwd, "env": env}
-    if _POSIX:
-        options["start_new_session"] = True
-    else:  # pragma: no cover - exercised on Windows only
-        options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-    if not _POSIX:  # pragma: no cover
-        options["shell"] = spec.shell
-        argv = spec.cmd if spec.shell else argv  # type: ignore[assignment]
-    proc = await trio.lowlevel.open_process(
-        argv, stdout=out_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **options
+        try:
+            await attempt.wait()
+        except BaseException:
+            await self._stop(attempt, spawner)
+            raise
+        if attempt.error is not None:
+            return self._not_started(spec, attempt.error, started)
+        return Outcome(
+            attempt.returncode,
+            attempt.began or started,
+            attempt.ended or time.time(),
+            self._host,
+            job_id=str(attempt.pid) if attempt.pid else "",
+            lost=attempt.lost,
+            cpu_seconds=attempt.cpu_seconds,
+            max_rss=attempt.max_rss,
+            printed=attempt.printed,
+        )
+
+    def _command(self, spec: AttemptSpec) -> tuple[str, list[str], dict[str, str] | None]:
+        """The program to start (found on PATH once per PATH), its argv, its environment.
+
+        A program found on PATH is remembered: looking it up at each start would stat
+        every PATH entry before the right one. The environment is None when it is the
+        engine's own, which the spawner keeps.
+        """
+        argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
+        env = {**os.environ, **spec.env} if spec.env else None
+        program = argv[0]
+        if os.sep not in program:
+            path = (env if env is not None else os.environ).get("PATH", os.defpath)
+            key = f"{path}\0{program}"  # the flow may change PATH
+            found = self._programs.get(key)
+            if found is None:
+                found = shutil.which(program, path=path)
+                if found is None:
+                    raise FileNotFoundError(program)
+                self._programs[key] = found = os.path.abspath(found)
+            program = found
+        return program, argv, env
+
+    def _not_started(self, spec: AttemptSpec, exc: OSError, started: float) -> Outcome:
+        message = _start_error(spec, exc)
+        with open(spec.log_path, "w", encoding="utf-8") as log:
+            log.write(message + "\n")
+        return Outcome(None, started, time.time(), self._host, error=message)
+
+    async def _stop(self, attempt: _Attempt, spawner: _Spawner) -> None:
+        """Stop the attempt's whole process tree, shielded from the cancellation itself."""
+        with trio.CancelScope(shield=True):
+            spawner.signal(attempt, signal.SIGTERM)
+            with trio.move_on_after(self.grace):
+                await attempt.wait_shielded()
+            spawner.signal(attempt, signal.SIGKILL)
+            await attempt.wait_shielded()
+            # the leader is gone; children it started may still run in its group
+            if attempt.pid:
+                _signal_group(attempt.pid, signal.SIGKILL)
+
+    async def _run_portable(self, spec: AttemptSpec, started: float) -> Outcome:
+        """Start the attempt with ``subprocess`` and copy its output from a pipe."""
+        argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
+        env: Mapping[Any, Any] = {**os.environ, **spec.env} if spec.env else os.environ
+        options: dict[str, Any] = {"cwd": spec.cwd, "env": env}
+        if _POSIX:
+            options["start_new_session"] = True
+        else:  # pragma: no cover - exercised on Windows only
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            options["shell"] = spec.shell
+            argv = spec.cmd if spec.shell else argv  # type: ignore[assignment]
+        log = _Log(spec.log_path, spec.on_output)
+        read_end, write_end = os.pipe()
+        try:
+            proc = await trio.lowlevel.open_process(
+                argv,
+                stdout=write_end,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **options,
+            )
+        except OSError as exc:
+            os.close(read_end)
+            return self._not_started(spec, exc, started)
+        finally:
+            os.close(write_end)
+        try:
+            async with trio.lowlevel.FdStream(read_end) as stream:
+
+                async def copy() -> None:
+                    while chunk := await stream.receive_some(65536):
+                        log.write(chunk)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(copy)
+                    try:
+                        await proc.wait()
+                    except BaseException:
+                        await self._stop_portable(proc)
+                        raise
+                    nursery.cancel_scope.cancel()
+                _drain(stream.fileno(), log)
+        finally:
+            log.close()
+        return Outcome(
+            proc.returncode,
+            started,
+            time.time(),
+            self._host,
+            job_id=str(proc.pid),
+            printed=log.created,
+        )
+
+    async def _stop_portable(self, proc: trio.Process) -> None:
+        with trio.CancelScope(shield=True):
+            if not _POSIX:  # pragma: no cover
+                proc.kill()
+                await proc.wait()
+                return
+            _signal_group(proc.pid, signal.SIGTERM)
+            with trio.move_on_after(self.grace):
+                await proc.wait()
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+class _Room:
+    """Free slots, taken and given back by cost (for the portable path only)."""
+
+    def __init__(self, units: int) -> None:
+        self.free = units
+        self._changed = trio.Event()
+
+    async def take(self, cost: int) -> None:
+        while cost > self.free:
+            await self._changed.wait()
+        self.free -= cost
+        await trio.lowlevel.checkpoint()
+
+    def give(self, cost: int) -> None:
+        self.free += cost
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+def _environ() -> Mapping[Any, Any]:
+    """The engine's environment as the spawner reads it fastest, bytes to bytes.
+
+    ``os.environ`` decodes every variable through Python code; its backing dict of
+    bytes, always current, does not. It is private to CPython, hence the fallback.
+    """
+    data = getattr(os.environ, "_data", None)
+    return data if isinstance(data, dict) else dict(os.environ)
+
+
+class _Attempt:
+    """An attempt handed to the spawner: how it ended, once it has."""
+
+    __slots__ = (
+        "ident",
+        "cost",
+        "on_output",
+        "on_started",
+        "pending",
+        "done",
+        "pid",
+        "returncode",
+        "cpu_seconds",
+        "max_rss",
+        "printed",
+        "error",
+        "lost",
+        "began",
+        "ended",
+        "_task",
+        "_event",
     )
-    return _Child(proc.pid, proc, floor)
+
+    def __init__(
+        self,
+        ident: int,
+        cost: int,
+        on_output: Callable[[str], None] | None,
+        on_started: Callable[[float], None] | None,
+    ) -> None:
+        self.ident = ident
+        self.cost = cost
+        self.on_output = on_output
+        self.on_started = on_started
+        self.pending = b""  # a line not yet ended, for on_output
+        self.done = False
+        self.pid = 0
+        self.returncode: int | None = None
+        self.cpu_seconds: float | None = None
+        self.max_rss: int | None = None
+        self.printed = False
+        self.error: OSError | None = None
+        self.lost = ""
+        self.began = 0.0  # when it started, as the spawner saw it (or when it was sent)
+        self.ended = 0.0  # when its leader was reaped
+        self._task: trio.lowlevel.Task | None = None
+        self._event: trio.Event | None = None
+
+    async def wait(self) -> None:
+        """Wait for the attempt's end (no trio.Event: one task waits, cancellably)."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def wait_shielded(self) -> None:
+        """Wait for the end while stopping the attempt (from a shielded scope)."""
+        if not self.done:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+
+    def output(self, chunk: bytes) -> None:
+        if self.on_output is not None:
+            *lines, self.pending = (self.pending + chunk).split(b"\n")
+            for line in lines:
+                self.on_output(line.decode(errors="replace").rstrip("\r"))
+
+    def end(self) -> None:
+        if self.on_output is not None and self.pending:
+            self.on_output(self.pending.decode(errors="replace"))
+            self.pending = b""
+        self.done = True
+        if self._task is not None:
+            trio.lowlevel.reschedule(self._task)
+            self._task = None
+        if self._event is not None:
+            self._event.set()
+
+
+class _Spawner:
+    """The engine's side of the spawner process: send commands, hear how they ended."""
+
+    def __init__(self, sock: socket.socket, pid: int, slots: int) -> None:
+        self._sock = sock
+        self.pid = pid
+        self._slots = slots
+        self._taken = 0  # units of the attempts sent that have not ended
+        self._attempts: dict[int, _Attempt] = {}
+        self._next = 0
+        self._env: Mapping[Any, Any] | None = None  # the environment the spawner has
+        self._outbox = bytearray()  # what the socket would not take at once
+        self._flush = trio.Event()
+        self.lost = ""  # why the spawner is gone, if it is
+
+    @classmethod
+    def start(cls, slots: int) -> _Spawner:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-I", "-S", _spawner.__file__, "3", str(slots)],
+                _environ(),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
+                ],
+                setsid=True,  # no terminal signals: the engine decides
+            )
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        return cls(mine, pid, slots)
+
+    def submit(
+        self,
+        cost: int,
+        program: str,
+        argv: list[str],
+        env: Mapping[str, str] | None,
+        cwd: str,
+        log_path: str,
+        on_output: Callable[[str], None] | None,
+        on_started: Callable[[float], None] | None,
+    ) -> _Attempt:
+        """Send one attempt; it starts at once if the slots have room, else when they do.
+
+        When the slots have room for everything sent, the attempt starts as soon as
+        the spawner reads it (``on_started`` is called now); otherwise the spawner says
+        when it starts.
+        """
+        self._next += 1
+        attempt = _Attempt(self._next, cost, on_output, on_started)
+        self._attempts[attempt.ident] = attempt
+        self._taken += cost
+        report = self._taken > self._slots
+        out = b""
+        if env is None:
+            now = _environ()
+            if now != self._env:
+                self._env = dict(now)
+                out = _spawner.frame(("env", self._env))
+        else:
+            env = dict(env)
+        stream = on_output is not None
+        message = ("run", attempt.ident, cost, report, program, argv, env, cwd, log_path, stream)
+        self._send(out + _spawner.frame(message))
+        if not report:
+            attempt.began = time.time()
+            if on_started is not None:
+                on_started(attempt.began)
+        return attempt
+
+    def signal(self, attempt: _Attempt, signum: int) -> None:
+        if not attempt.done and not self.lost:
+            self._send(_spawner.frame(("signal", attempt.ident, int(signum))))
+
+    def _send(self, data: bytes) -> None:
+        if not self._outbox:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._gone(f"the process spawner cannot be reached ({exc})")
+                return
+            data = data[sent:]
+            if not data:
+                return
+        self._outbox += data
+        self._flush.set()
+
+    async def serve(self) -> None:
+        """Read the spawner's messages until it ends; send what the socket would not take.
+
+        Shielded: after Ctrl-C, attempts being stopped still wait for their ends, which
+        come this way. :meth:`close` makes the spawner end, and so this.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._flusher)
+                    await self._read()
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._sock.close()
+
+    async def _read(self) -> None:
+        inbox = bytearray()
+        reason = "the process spawner ended"
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                reason = f"the process spawner cannot be read ({exc})"
+                break
+            if not data:
+                break
+            inbox += data
+            for message in _spawner.frames(inbox):
+                kind = message[0]
+                if kind == "exit":
+                    attempt = self._ended(message[1])
+                    _, _, attempt.pid, attempt.returncode, attempt.cpu_seconds = message[:5]
+                    attempt.max_rss, attempt.printed, attempt.ended = message[5:8]
+                    attempt.end()
+                elif kind == "started":
+                    attempt = self._attempts[message[1]]
+                    attempt.pid = message[2]
+                    if message[3]:
+                        attempt.began = message[4]
+                        if attempt.on_started is not None:
+                            attempt.on_started(attempt.began)
+                elif kind == "out":
+                    self._attempts[message[1]].output(message[2])
+                elif kind == "fail":
+                    attempt = self._ended(message[1])
+                    attempt.error = OSError(message[2], message[3])
+                    attempt.end()
+                elif kind == "dropped":
+                    attempt = self._ended(message[1])
+                    attempt.end()
+                elif kind == "crash":
+                    reason = f"the process spawner failed: {message[1].strip().splitlines()[-1]}"
+        self._gone(reason)
+
+    def _ended(self, ident: int) -> _Attempt:
+        attempt = self._attempts.pop(ident)
+        self._taken -= attempt.cost
+        return attempt
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush = trio.Event()
+            while self._outbox and not self.lost:
+                await trio.lowlevel.wait_writable(self._sock)
+                try:
+                    sent = self._sock.send(self._outbox)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._gone(f"the process spawner cannot be reached ({exc})")
+                    break
+                del self._outbox[:sent]
+
+    def _gone(self, reason: str) -> None:
+        """The spawner ended: what it ran is lost (the session may retry it elsewhere)."""
+        if not self.lost:
+            self.lost = reason
+        attempts, self._attempts = self._attempts, {}
+        for attempt in attempts.values():
+            if attempt.pid:  # orphans of a spawner that was killed: no second copy runs
+                _signal_group(attempt.pid, signal.SIGKILL)
+            attempt.lost = self.lost
+            attempt.end()
+
+    async def close(self) -> None:
+        """Let the spawner end (it kills what still runs); wait for it, shielded."""
+        with trio.CancelScope(shield=True):
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                pidfd = -1
+            if pidfd >= 0:
+                try:
+                    with trio.move_on_after(5) as waited:
+                        await trio.lowlevel.wait_readable(pidfd)
+                    if waited.cancelled_caught:
+                        os.kill(self.pid, signal.SIGKILL)
+                finally:
+                    os.close(pidfd)
+            try:
+                os.waitpid(self.pid, 0)  # noqa: ASYNC222 - it has exited (or been killed)
+            except ChildProcessError:
+                pass
 
 
 class _Log:
@@ -259,66 +628,6 @@ class _Log:
             self._fd = -1
 
 
-async def _follow(child: _Child, pipe: int, log: _Log) -> None:
-    """Copy the attempt's output to its log until its leader process exits; reap it.
-
-    What the leader wrote before exiting is in the pipe then; a process it left behind
-    that still holds the pipe is not waited for (its later output is lost). On Linux
-    one epoll set of the attempt's own watches both the pipe and the leader's pidfd,
-    so that following an attempt takes one trio wait, not two tasks. Closes ``pipe``.
-    """
-    if child._proc is not None:  # the portable path: a reader task beside the wait
-        async with trio.lowlevel.FdStream(pipe) as stream:
-
-            async def copy() -> None:
-                while chunk := await stream.receive_some(65536):
-                    log.write(chunk)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(copy)
-                await child.wait()
-                nursery.cancel_scope.cancel()
-            _drain(stream.fileno(), log)
-        return
-    try:
-        pidfd = os.pidfd_open(child.pid)
-    except OSError:
-        os.close(pipe)
-        raise
-    # the pipe stays blocking (its write end is the command's stdout): it is read only
-    # when the epoll set says it is readable, and a read then does not wait
-    watch = select.epoll(2)
-    try:
-        watch.register(pipe, select.EPOLLIN)
-        watch.register(pidfd, select.EPOLLIN)
-        reading, exited = True, False
-        while not exited:
-            await trio.lowlevel.wait_readable(watch.fileno())
-            ready = {fd for fd, _ in watch.poll(0)}
-            exited = pidfd in ready
-            if reading and pipe in ready:
-                reading = _copy(pipe, log)
-                if not reading and not exited:
-                    watch.unregister(pipe)
-        for _ in range(64):  # what is left in the pipe, without waiting for more
-            if not reading or pipe not in {fd for fd, _ in watch.poll(0)}:
-                break
-            reading = _copy(pipe, log)
-        child.reap()
-    finally:
-        watch.close()
-        os.close(pidfd)
-        os.close(pipe)
-
-
-def _copy(fd: int, log: _Log) -> bool:
-    """Copy one read of the (readable) pipe to the log; False at its end."""
-    chunk = os.read(fd, 65536)
-    if chunk:
-        log.write(chunk)
-    return bool(chunk)
-
-
 def _drain(fd: int, log: _Log) -> None:
     """Copy what is in a non-blocking pipe now, without waiting for more."""
     for _ in range(64):
@@ -333,10 +642,10 @@ def _drain(fd: int, log: _Log) -> None:
 
 def _start_error(spec: AttemptSpec, exc: OSError) -> str:
     program = spec.cmd if spec.shell else spec.cmd[0]
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, FileNotFoundError) or exc.errno == 2:
         if not os.path.isdir(spec.cwd):
             return f"working directory {spec.cwd} does not exist"
         return f"command not found: {program!r} (is it installed and on PATH?)"
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, PermissionError) or exc.errno == 13:
         return f"command {program!r} is not executable"
-    return f"could not start {program!r}: {exc}"
+    return f"could not start {program!r}: {exc.strerror or exc}"
