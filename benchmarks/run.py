@@ -34,6 +34,7 @@ skipped with a note. scriptflow_trio is the one of the repository this file is i
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -64,6 +65,7 @@ from _tools import (
     install_in_venv,
     make_tool,
     output_mtimes,
+    package_root,
     progress,
     repo_env,
     rewritten,
@@ -473,7 +475,15 @@ def memory_directory() -> Path | None:
 
 def warm_up(tools: dict[str, Tool], base: Path) -> None:
     """One untimed run of each tool on one task, so that no timed run is the first to
-    read the tool's files from disk (or to write its bytecode)."""
+    read the tool's files from disk (or to write its bytecode).
+
+    scriptflow_trio's bytecode is compiled first, as pip does when it installs a
+    package: with PYTHONDONTWRITEBYTECODE set (as it is on some machines), every run
+    would otherwise compile the package from source while the other tools, installed
+    with pip, load theirs.
+    """
+    if "scriptflow_trio" in tools:
+        compileall.compile_dir(str(package_root() / "scriptflow_trio"), quiet=1)
     for tool in tools.values():
         progress(f"warming up: {tool.key}")
         workdir = Path(tempfile.mkdtemp(prefix=f"warm-{tool.key}-", dir=base))

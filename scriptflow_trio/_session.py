@@ -37,11 +37,12 @@ from ._records import (
     Fingerprint,
     RunRecord,
     RunStatus,
-    TaskOutcome,
 )
 from ._store import (
+    AttemptEnd,
     AttemptStart,
     History,
+    OutcomeRow,
     Store,
     StoreWriter,
     TaskState,
@@ -760,7 +761,7 @@ class Session:
                 job.started = False
                 if writer is not None and start is not None:
                     writer.write(
-                        _attempt_record(
+                        _attempt_end(
                             begin.moved(start),
                             AttemptStatus.CANCELLED,
                             inputs,
@@ -812,7 +813,7 @@ class Session:
                 )
             if writer is not None and start is not None:
                 writer.write(
-                    _attempt_record(
+                    _attempt_end(
                         begin.moved(start),
                         AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
                         inputs,
@@ -967,7 +968,7 @@ class Session:
             self.failures.append(error)
         if self._writer is not None and state is not JobState.WOULD_RUN:
             self._writer.write(
-                TaskOutcome(
+                OutcomeRow(
                     self.run_id,
                     job.key,
                     job.name,
@@ -975,7 +976,7 @@ class Session:
                     job.attempts,
                     job.duration,
                     now,
-                    job.after,
+                    " ".join(job.after),
                 )
             )
         for watcher in job.watchers or ():
@@ -1172,29 +1173,38 @@ def _unlink(paths: Iterable[str]) -> None:
             pass
 
 
-def _attempt_record(
+def _attempt_end(
     start: AttemptStart,
     status: AttemptStatus,
     inputs: tuple[Fingerprint, ...],
     outcome: Outcome | None = None,
     *,
     printed: bool = True,
-    **fields: Any,
-) -> AttemptRecord:
+    returncode: int | None = None,
+    reason: str = "",
+    outputs: tuple[Fingerprint, ...] = (),
+    result: Any = None,
+) -> AttemptEnd:
     """The record of an attempt that ended: how it started, how it ended, what it used."""
-    if outcome is not None:
-        fields.update(
-            job_id=outcome.job_id,
-            host=outcome.host,
-            cpu_seconds=outcome.cpu_seconds,
-            max_rss=outcome.max_rss,
+    log_path = start.log_path if printed else ""  # it printed nothing: no log file
+    if outcome is None:
+        return AttemptEnd(
+            start, status, time.time(), log_path, start.job_id, "", returncode, reason, inputs
         )
-    return start.record(
-        status=status,
-        log_path=start.log_path if printed else "",  # it printed nothing: no log file
-        ended=outcome.ended if outcome is not None else time.time(),
-        inputs=inputs,
-        **fields,
+    return AttemptEnd(
+        start,
+        status,
+        outcome.ended,
+        log_path,
+        outcome.job_id or start.job_id,
+        outcome.host,
+        returncode,
+        reason,
+        inputs,
+        outputs,
+        result,
+        outcome.cpu_seconds,
+        outcome.max_rss,
     )
 
 

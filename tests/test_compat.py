@@ -84,7 +84,12 @@ def run(cwd: Path, python_bin: Path, *args: str, program: list[str] | None = Non
     env["COLUMNS"] = "1000"
     cmd = program or [sys.executable, "-m", "scriptflow_trio"]
     return subprocess.run(
-        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=30, env=env,
+        [*cmd, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
         stdin=subprocess.DEVNULL,
     )
 
@@ -121,9 +126,16 @@ def test_readme_flow_with_scriptflow_trio_run(tmp_path: Path, python_bin: Path) 
 def test_importing_the_flows_file_elsewhere_is_harmless(tmp_path: Path, python_bin: Path) -> None:
     (tmp_path / "sflow.py").write_text(README_SFLOW)
     r = subprocess.run(
-        [sys.executable, "-c", "import sflow; print('imported', sorted(n for n in vars(sflow) "
-         "if n.startswith(('flow_', 'step2'))))"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-c",
+            "import sflow; print('imported', sorted(n for n in vars(sflow) "
+            "if n.startswith(('flow_', 'step2'))))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "imported ['flow_sleepit', 'step2_combine_file']\n"
@@ -132,7 +144,8 @@ def test_importing_the_flows_file_elsewhere_is_harmless(tmp_path: Path, python_b
 
 
 def test_result_file_chaining(tmp_path: Path, python_bin: Path) -> None:
-    (tmp_path / "sflow.py").write_text(textwrap.dedent('''
+    (tmp_path / "sflow.py").write_text(
+        textwrap.dedent("""
         import scriptflow_trio as sf
 
         async def flow_res():
@@ -146,7 +159,8 @@ def test_result_file_chaining(tmp_path: Path, python_bin: Path) -> None:
                         name="text-result").result("r.txt")
             await u
             open("got.txt", "w").write(repr((t.result, u.result, t.done, u.done)))
-    '''))
+    """)
+    )
     expected = repr(({"a": 1, "b": [2, 3]}, "hello", True, True))
     r = run(tmp_path, python_bin, "sflow.py", "res")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -198,8 +212,9 @@ def test_set_prop_get_prop() -> None:
 
 
 def test_get_output_group_with_dict_outputs() -> None:
-    t = sf.Task(cmd="python -c pass", name="g",
-                outputs={"data": ["a.csv", "b.csv"], "log": "run.log"})
+    t = sf.Task(
+        cmd="python -c pass", name="g", outputs={"data": ["a.csv", "b.csv"], "log": "run.log"}
+    )
     assert t.get_output_group("data") == ["a.csv", "b.csv"]
     assert t.get_output_group("log") == ["run.log"]
     assert t.get_outputs() == ["a.csv", "b.csv", "run.log"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -393,3 +394,35 @@ def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
     finally:
         store.close()
     assert (state / "journal").read_text() == ""
+
+
+def test_an_ended_attempt_is_stored_as_its_record_would_be() -> None:
+    # the store writes an ended attempt's JSON without building its AttemptRecord: the
+    # JSON must be the record's, as the store's converter makes and reads it
+    from scriptflow_trio import _store
+    from scriptflow_trio._records import Fingerprint
+
+    start = _store.AttemptStart("r1", "k" * 40, "solve-1", 2, "python solve.py", "local", 1.5, "l")
+    ends = [
+        _store.AttemptEnd(start, AttemptStatus.RUNNING, None, "l"),
+        _store.AttemptEnd(start, AttemptStatus.SUCCEEDED, 2.5, "", "123", "node1", 0),
+        _store.AttemptEnd(
+            start._replace(job_id="9"),
+            AttemptStatus.FAILED,
+            3.0,
+            "l",
+            "9",
+            "node2",
+            3,
+            "exit code 3",
+            (Fingerprint("in.csv", 10, 5, "abc"),),
+            (Fingerprint("out.csv", 0, 7),),
+            {"rmse": [1, 2.5, "x"]},
+            0.25,
+            1 << 30,
+        ),
+    ]
+    for end in ends:
+        record = end.record()
+        assert json.loads(_store._end_json(end)) == _store._converter.unstructure(record)
+        assert _store._load(_store._end_json(end), type(record)) == record

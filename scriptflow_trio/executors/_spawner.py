@@ -20,7 +20,9 @@ the engine asked to hear about (one that may have waited in the queue).
 Each attempt runs in a session of its own, with stdin from /dev/null and stdout and
 stderr to a pipe that the spawner copies to the attempt's log file, created when the
 first byte arrives (most tasks print nothing). The attempt ends when its leader
-process exits (``pidfd``); ``wait4`` reaps it with what its tree used.
+process exits: SIGCHLD wakes the spawner, and ``wait3`` reaps every child that ended,
+with what its tree used. The spawner keeps the pipe's write end open until then, so
+that a silent attempt costs one wake-up (its exit), not two (its end of file too).
 
 Messages go both ways as marshal'd tuples, each behind its length (4 bytes):
 
@@ -83,15 +85,15 @@ def frames(buffer: bytearray) -> list[tuple]:
 
 
 class _Attempt:
-    __slots__ = ("ident", "cost", "pid", "pidfd", "pipe", "log_path", "log", "stream")
+    __slots__ = ("ident", "cost", "pid", "pipe", "writer", "log_path", "log", "stream")
 
-    def __init__(self, ident: int, cost: int, pid: int, pidfd: int, pipe: int, log_path: str,
+    def __init__(self, ident: int, cost: int, pid: int, pipe: int, writer: int, log_path: str,
                  stream: bool) -> None:  # fmt: skip
         self.ident = ident
         self.cost = cost
         self.pid = pid
-        self.pidfd = pidfd
-        self.pipe = pipe
+        self.pipe = pipe  # the read end, watched
+        self.writer = writer  # the write end, held until the leader is reaped
         self.log_path = log_path
         self.log = -1
         self.stream = stream
@@ -106,8 +108,18 @@ class Spawner:
         self.queue: collections.deque[tuple] = collections.deque()  # "run" messages
         self.poll = select.epoll()
         self.poll.register(fd, select.EPOLLIN)
-        self.watched: dict[int, _Attempt] = {}  # pidfd or pipe -> its attempt
+        # SIGCHLD writes a byte here (the handler itself does nothing)
+        self.child_ended, wakeup = os.pipe()
+        os.set_blocking(self.child_ended, False)
+        os.set_blocking(wakeup, False)
+        signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, _ignore)
+        self.poll.register(self.child_ended, select.EPOLLIN)
+        self.pipes: dict[int, _Attempt] = {}  # read end -> its attempt
+        self.pids: dict[int, _Attempt] = {}
         self.running: dict[int, _Attempt] = {}  # id -> attempt
+        self.floor = 0  # the spawner's own peak RSS (KiB), looked at now and then
+        self.reaped = 0
         self.env = getattr(os.environ, "_data", None) or dict(os.environ)
         self.cwd = os.getcwd()
         self.inbox = bytearray()
@@ -119,14 +131,12 @@ class Spawner:
                 if fd == self.fd:
                     if not self.receive():
                         return
-                    continue
-                attempt = self.watched.get(fd)
-                if attempt is None:  # finished earlier in this round
-                    continue
-                if fd == attempt.pipe:
-                    self.copy(attempt)
+                elif fd == self.child_ended:
+                    self.reap()
                 else:
-                    self.finish(attempt)
+                    attempt = self.pipes.get(fd)
+                    if attempt is not None:  # else it ended earlier in this round
+                        self.copy(attempt)
             self.flush()
 
     # -- from the engine ----------------------------------------------------------
@@ -200,35 +210,26 @@ class Spawner:
                 setsid=True,
                 setsigdef=_DEFAULT_SIGNALS,
             )
-            pidfd = os.pidfd_open(pid)
         except OSError as exc:
             os.close(read_end)
+            os.close(write_end)
             self.free += cost
             self.send(("fail", ident, exc.errno or 0, exc.strerror or str(exc)))
             return 0
-        finally:
-            os.close(write_end)
         os.set_blocking(read_end, False)
-        attempt = _Attempt(ident, cost, pid, pidfd, read_end, log_path, stream)
-        self.running[ident] = attempt
-        self.watched[pidfd] = self.watched[read_end] = attempt
-        self.poll.register(pidfd, select.EPOLLIN)
+        attempt = _Attempt(ident, cost, pid, read_end, write_end, log_path, stream)
+        self.running[ident] = self.pids[pid] = self.pipes[read_end] = attempt
         self.poll.register(read_end, select.EPOLLIN)
         return pid
 
     # -- from the attempts --------------------------------------------------------
 
     def copy(self, attempt: _Attempt, reads: int = 16) -> None:
-        """Copy what the attempt's pipe holds now to its log; at its end, stop watching it."""
+        """Copy what the attempt's pipe holds now to its log (the pipe never ends early)."""
         for _ in range(reads):
             try:
                 chunk = os.read(attempt.pipe, _CHUNK)
             except BlockingIOError:
-                return
-            if not chunk:  # closing it also takes it out of the epoll set
-                del self.watched[attempt.pipe]
-                os.close(attempt.pipe)
-                attempt.pipe = -1
                 return
             if attempt.log < 0:
                 attempt.log = os.open(
@@ -238,29 +239,45 @@ class Spawner:
             if attempt.stream:
                 self.send(("out", attempt.ident, chunk))
 
-    def finish(self, attempt: _Attempt) -> None:
-        """The leader exited: take what it wrote before, reap it, tell the engine.
+    def reap(self) -> None:
+        """Reap every child that ended, and finish its attempt."""
+        try:
+            os.read(self.child_ended, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status, usage = os.wait3(os.WNOHANG)
+            except ChildProcessError:  # no child at all
+                break
+            if pid == 0:
+                break
+            attempt = self.pids.pop(pid, None)
+            if attempt is not None:
+                self.finish(attempt, status, usage)
+        self.pump()
+
+    def finish(self, attempt: _Attempt, status: int, usage: resource.struct_rusage) -> None:
+        """The leader exited: take what it wrote before, tell the engine.
 
         A process it left behind that still holds the pipe is not waited for.
         """
-        if attempt.pipe >= 0:
-            self.copy(attempt, reads=64)
-        if attempt.pipe >= 0:
-            del self.watched[attempt.pipe]
-            os.close(attempt.pipe)
-        del self.watched[attempt.pidfd]
-        os.close(attempt.pidfd)
+        ended = time.time()
+        self.copy(attempt, reads=64)
+        del self.pipes[attempt.pipe]
+        os.close(attempt.pipe)  # closing it also takes it out of the epoll set
+        os.close(attempt.writer)
         del self.running[attempt.ident]
         self.free += attempt.cost
-        _, status, usage = os.wait4(attempt.pid, 0)
-        ended = time.time()
         printed = attempt.log >= 0
         if printed:
             os.close(attempt.log)
         # until its exec, a child's peak counts the spawner's own memory: at or below
         # that, the figure says nothing
-        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = usage.ru_maxrss * _KIB if usage.ru_maxrss > floor else None
+        if self.reaped % 256 == 0:
+            self.floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.reaped += 1
+        peak = usage.ru_maxrss * _KIB if usage.ru_maxrss > self.floor else None
         self.send(
             (
                 "exit",
@@ -273,7 +290,6 @@ class Spawner:
                 ended,
             )
         )
-        self.pump()
 
     # -- to the engine ------------------------------------------------------------
 
@@ -295,6 +311,10 @@ class Spawner:
                 os.waitpid(attempt.pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """SIGCHLD's handler: the wake-up byte it makes Python write is what counts."""
 
 
 def _signal_group(pid: int, signum: int) -> None:
