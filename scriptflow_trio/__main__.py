@@ -1,7 +1,5 @@
 """``python -m scriptflow_trio``."""
 
-import sys
+from ._cli import run
 
-from ._cli import main
-
-sys.exit(main())
+run()

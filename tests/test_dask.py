@@ -255,9 +255,10 @@ async def test_a_queued_attempt_cancelled_before_it_starts_never_starts(workdir,
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sf.bag, sleeper("a"), sleeper("b"), sleeper("c"))
-                    await trio.sleep(1)
-                    running = [t for t in "abc" if Path(f"{t}.sh").exists()]
-                    assert len(running) == 2
+                    while len(running := [t for t in "abc" if Path(f"{t}.sh").exists()]) < 2:
+                        await trio.sleep(0.05)
+                    await trio.sleep(0.5)  # a third one, started wrongly, would show by now
+                    assert len([t for t in "abc" if Path(f"{t}.sh").exists()]) == 2
                     pids = await wait_for_files(
                         *(f"{t}.{k}" for t in running for k in ("sh", "child"))
                     )

@@ -17,7 +17,7 @@ from helpers import Recorder, alive
 
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
-from scriptflow_trio._records import AttemptStatus, RunStatus
+from scriptflow_trio._records import AttemptStatus, RunRecord, RunStatus
 from scriptflow_trio._store import Store
 
 PY = sys.executable
@@ -396,7 +396,7 @@ def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
     assert (state / "journal").read_text() == ""
 
 
-def test_an_ended_attempt_is_stored_as_its_record_would_be() -> None:
+def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
     # the store writes an ended attempt's JSON without building its AttemptRecord: the
     # JSON must be the record's, as the store's converter makes and reads it
     from scriptflow_trio import _store
@@ -422,7 +422,27 @@ def test_an_ended_attempt_is_stored_as_its_record_would_be() -> None:
             1 << 30,
         ),
     ]
+    converter = _store._converter()
     for end in ends:
         record = end.record()
-        assert json.loads(_store._end_json(end)) == _store._converter.unstructure(record)
+        assert json.loads(_store._end_json(end)) == converter.unstructure(record)
         assert _store._load(_store._end_json(end), type(record)) == record
+    runs = [
+        RunRecord("r1", "flow", 1.5),
+        RunRecord(
+            "r2",
+            "flow",
+            1.5,
+            RunStatus.SUCCEEDED,
+            "nightly",
+            {"n": "3"},
+            "/x/flows.py",
+            2.5,
+            42,
+            "node1",
+            {"succeeded": 3, "skipped": 1},
+        ),
+    ]
+    for run in runs:
+        assert json.loads(_store._run_json(run)) == converter.unstructure(run)
+        assert _store._load(_store._run_json(run), RunRecord) == run

@@ -40,6 +40,11 @@ from ._base import AttemptSpec, Executor, Outcome
 
 _POSIX = os.name == "posix"
 _SPAWNER = sys.platform == "linux" and hasattr(os, "pidfd_open") and bool(sys.executable)
+# run as a module, not a script, so that its bytecode is cached
+_LAUNCH = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import _spawner; "
+    "sys.exit(_spawner.main(sys.argv))"
+)
 # ru_maxrss is in KiB on Linux, in bytes on macOS
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
@@ -409,7 +414,8 @@ class _Spawner:
         try:
             pid = os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-I", "-S", _spawner.__file__, "3", str(slots)],
+                [sys.executable, "-I", "-S", "-c", _LAUNCH, os.path.dirname(_spawner.__file__)]
+                + ["3", str(slots)],
                 _environ(),
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
