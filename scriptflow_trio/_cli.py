@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import re
 import signal
@@ -148,12 +149,17 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def run() -> NoReturn:
     """The process's entry point (``python -m scriptflow_trio``, ``scriptflow-trio``).
 
-    Once :func:`main` has returned, the run's records are committed and its files
-    closed; what normal interpreter shutdown would still do is tear down every
-    module's objects, 20-30 ms here of a start-up that counts. So this runs the exit
-    handlers (the flow's own among them) and flushes the standard streams, then leaves
-    at once, unless a thread that is not a daemon still runs (shutdown waits for it).
+    The objects made at import are moved out of the garbage collector's sight
+    (``gc.freeze``). Once :func:`main` has returned, the run's records are committed
+    and its files closed; what normal interpreter shutdown would still do is tear down
+    every module's objects, 20-30 ms here of a start-up that counts. So this runs the
+    exit handlers (the flow's own among them) and flushes the standard streams, then
+    leaves at once, unless a thread that is not a daemon still runs (shutdown waits
+    for it).
     """
+    # what the imports made lives until the end: the collector need not go through it
+    # again and again (a run of 10,000 up-to-date tasks spent 5 % of its time there)
+    gc.freeze()
     code = main()
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon for t in threading.enumerate()):

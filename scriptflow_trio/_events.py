@@ -2,16 +2,16 @@
 
 The session calls ``listener.on_event(event)`` synchronously for every event, in
 order. A listener must return quickly and never block: it buffers and does its slow
-work (drawing, writing, sending) from a task of its own.
+work (drawing, writing, sending) from a task of its own. Events are named tuples:
+a run makes a few per task, and each attrs class cost more to create, and to build
+at import, than the rest of its module.
 """
 
 from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Protocol
-
-import attrs
+from typing import NamedTuple, Protocol
 
 
 class Status(enum.Enum):
@@ -24,32 +24,28 @@ class Status(enum.Enum):
     WOULD_RUN = "would-run"  # dry run
 
 
-@attrs.frozen
-class RunStarted:
+class RunStarted(NamedTuple):
     run_id: str
     flow: str
     time: float
     dry_run: bool = False
 
 
-@attrs.frozen
-class TasksSubmitted:
+class TasksSubmitted(NamedTuple):
     """``count`` new tasks entered the session (one event per ``await`` or ``bag``)."""
 
     count: int
     time: float
 
 
-@attrs.frozen
-class TaskSkipped:
+class TaskSkipped(NamedTuple):
     name: str
     key: str
     reason: str
     time: float
 
 
-@attrs.frozen
-class TaskWouldRun:
+class TaskWouldRun(NamedTuple):
     """Dry run: the task would run, for ``reason``."""
 
     name: str
@@ -59,8 +55,7 @@ class TaskWouldRun:
     time: float
 
 
-@attrs.frozen
-class AttemptStarted:
+class AttemptStarted(NamedTuple):
     name: str
     key: str
     attempt: int
@@ -71,8 +66,7 @@ class AttemptStarted:
     time: float
 
 
-@attrs.frozen
-class AttemptFinished:
+class AttemptFinished(NamedTuple):
     name: str
     key: str
     attempt: int
@@ -85,8 +79,7 @@ class AttemptFinished:
     printed: bool = True  # False: it printed nothing, and no log file was made
 
 
-@attrs.frozen
-class TaskFinished:
+class TaskFinished(NamedTuple):
     name: str
     key: str
     status: Status
@@ -96,16 +89,14 @@ class TaskFinished:
     error: str = ""
 
 
-@attrs.frozen
-class OutputLine:
+class OutputLine(NamedTuple):
     """A line a non-quiet task printed."""
 
     name: str
     line: str
 
 
-@attrs.frozen
-class RunFinished:
+class RunFinished(NamedTuple):
     run_id: str
     status: str  # "succeeded", "failed", "cancelled"
     time: float

@@ -97,42 +97,90 @@ _STATUS = {
     )
 }
 _FINISHED = (*_DONE_OK, JobState.FAILED, JobState.CANCELLED)
+_VALUE = {s: s.value for s in JobState}  # an enum's .value is a slow property
 
 
-@attrs.define(eq=False, slots=True)
 class Job:
-    """The session's record of one task key in this run."""
+    """The session's record of one task key in this run.
 
-    task: Task
-    key: str
-    name: str
-    executor: Executor
-    state: JobState = JobState.BLOCKED
-    done: bool = False  # finished, one way or another
-    finished_event: trio.Event | None = None  # made only when someone waits for this job
-    waiters: int = 0
-    held: bool = False
-    blockers: int = 0
-    dependents: list[Job] | None = None
-    watchers: list[Callable[[Job], None]] | None = None
-    others: list[Task] | None = None  # other Task objects with the same key
-    scope: trio.CancelScope | None = None
-    cancel_requested: bool = False
-    error: TaskError | None = None
-    value: Any = None
-    reason: str = ""
-    attempts: int = 0
-    started: bool = False  # its current attempt has started (not just been handed over)
-    duration: float = 0.0
-    inputs: Sequence[str] = ()  # expanded when decided
-    reattach: str = ""  # a dead engine's job id to wait for, instead of a new submission
-    reattach_since: int = 0  # when that job's attempt started (ns): its outputs are newer
-    after: tuple[str, ...] = ()  # keys of the jobs that make its inputs: the graph's edges
-    absent: bool = False  # no literal output existed when it was decided
-    log_stem: str = ""  # its log files' path, less ".ATTEMPT.log"
-    # computed once at submission (a submitted task is frozen)
-    outputs: tuple[str | Glob, ...] = ()  # as declared, with the result file
-    paths: tuple[str, ...] = ()  # the literal outputs, absolute and normalised
+    A plain class: one is made for every task, and attrs' generated class cost as
+    much again to create at start-up as it saved in typing.
+    """
+
+    __slots__ = (
+        "task",
+        "key",
+        "name",
+        "executor",
+        "state",
+        "done",
+        "finished_event",
+        "waiters",
+        "held",
+        "blockers",
+        "dependents",
+        "watchers",
+        "others",
+        "scope",
+        "cancel_requested",
+        "error",
+        "value",
+        "reason",
+        "attempts",
+        "started",
+        "duration",
+        "inputs",
+        "reattach",
+        "reattach_since",
+        "after",
+        "absent",
+        "log_stem",
+        "outputs",
+        "paths",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        key: str,
+        name: str,
+        executor: Executor,
+        outputs: tuple[str | Glob, ...] = (),
+        paths: tuple[str, ...] = (),
+    ) -> None:
+        self.task = task
+        self.key = key
+        self.name = name
+        self.executor = executor
+        self.state = JobState.BLOCKED
+        self.done = False  # finished, one way or another
+        self.finished_event: trio.Event | None = None  # made only when someone waits alone
+        self.waiters = 0
+        self.held = False
+        self.blockers = 0
+        self.dependents: list[Job] | None = None
+        self.watchers: list[Callable[[Job], None]] | None = None
+        self.others: list[Task] | None = None  # other Task objects with the same key
+        self.scope: trio.CancelScope | None = None
+        self.cancel_requested = False
+        self.error: TaskError | None = None
+        self.value: Any = None
+        self.reason = ""
+        self.attempts = 0
+        self.started = False  # its current attempt has started (not just been handed over)
+        self.duration = 0.0
+        self.inputs: Sequence[str] = ()  # expanded when decided
+        self.reattach = ""  # a dead engine's job id to wait for, instead of a new submission
+        self.reattach_since = 0  # when that job's attempt started (ns): its outputs are newer
+        self.after: tuple[str, ...] = ()  # keys of the jobs that make its inputs (graph edges)
+        self.absent = False  # no literal output existed when it was decided
+        self.log_stem = ""  # its log files' path, less ".ATTEMPT.log"
+        # computed once at submission (a submitted task is frozen)
+        self.outputs = outputs  # as declared, with the result file
+        self.paths = paths  # the literal outputs, absolute and normalised
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} {self.state.value}>"
 
     @property
     def ok(self) -> bool:
@@ -351,7 +399,9 @@ class Session:
                 f"task {task.name!r} has cwd={task.cwd!r}, which is not a directory", task.name
             )
         declared = tuple(task._checked_outputs())
-        outputs = tuple(self._norm(o) for o in declared if not isinstance(o, Glob))
+        outputs = tuple(
+            [self._norm(o) for o in declared if type(o) is str or not isinstance(o, Glob)]
+        )
         for path in outputs:
             other = self._producers.get(path)
             if other is not None and other.key != key and not other.done:
@@ -360,9 +410,7 @@ class Session:
                     f"which task {other.name!r} is also making right now",
                     task.name,
                 )
-        job = Job(
-            task=task, key=key, name=task.name, executor=executor, outputs=declared, paths=outputs
-        )
+        job = Job(task, key, task.name, executor, declared, outputs)
         object.__setattr__(task, "_job", job)  # private: past the setattr hooks
         self._jobs[key] = job
         for path in outputs:
@@ -434,10 +482,13 @@ class Session:
         except TaskError as exc:
             self._finish(job, JobState.FAILED, exc)
             return
-        if any(fnmatch.fnmatchcase(job.name, p) for p in self.config.force):
+        force = self.config.force
+        if force and any(fnmatch.fnmatchcase(job.name, p) for p in force):
             self._act(job, Decision(True, "forced"))
             return
-        if self._history is not None:
+        history = self._history
+        state = history.tasks.get(job.key) if history is not None else None
+        if state is not None and state.status is AttemptStatus.RUNNING:
             orphan = self._reattachable(job)
             if orphan is not None:
                 job.reattach = orphan.job_id
@@ -452,10 +503,9 @@ class Session:
                 )
                 return
         decision = decide(self.root, inputs, job.outputs, job.paths, was_remade=self._was_remade)
-        if self._history is None:
+        if history is None:
             self._act(job, decision)
             return
-        state = self._history.tasks.get(job.key)
         hashing = (task.freshness or self.config.freshness) == "hash"
         if decision.kind == "newer" and hashing and state is not None:
             if state.status is AttemptStatus.SUCCEEDED:
@@ -474,12 +524,16 @@ class Session:
                 AttemptStatus.CANCELLED: "was cancelled",
             }[state.status]
             return Decision(True, f"its last attempt {what} (run {state.run_id})")
-        literal = [item for item in job.outputs if not isinstance(item, Glob)]
-        for item, path in zip(literal, job.paths, strict=True):
-            made = self._history.files.get(self._relative(path))
+        files = self._history.files
+        cut = len(self._root_prefix)
+        for path in job.paths:
+            # the store keeps paths relative to the project directory
+            rel = path[cut:] if path.startswith(self._root_prefix) else self._relative(path)
+            made = files.get(rel)
             if made is None or made[0] == job.key:
                 continue
             if made[1] != job.task.command_line():
+                item = os.path.relpath(path, self.root)
                 return Decision(True, f"its command changed since {item} was made (was: {made[1]})")
         return decision
 
@@ -529,7 +583,8 @@ class Session:
         """Skip the job, report it (dry run), or queue it for its executor."""
         task = job.task
         if not decision.run:
-            job.value = self._stored_result(job)
+            if task.result_file is not None:
+                job.value = self._stored_result(job)
             self._emit(ev.TaskSkipped(job.name, job.key, decision.reason, time.time()))
             self._finish(job, JobState.SKIPPED)
             return
@@ -972,7 +1027,7 @@ class Session:
                     self.run_id,
                     job.key,
                     job.name,
-                    state.value,
+                    _VALUE[state],
                     job.attempts,
                     job.duration,
                     now,

@@ -62,6 +62,8 @@ def _path_list(value: Any) -> list[str | Glob]:
         return [value]
     if isinstance(value, str | os.PathLike | Glob | Task):
         value = [value]
+    if type(value) is list and all(type(item) is str for item in value):
+        return list(value)  # a list of names, the common case: nothing to convert
     out: list[str | Glob] = []
     for item in value:
         if isinstance(item, Task):
@@ -79,8 +81,21 @@ def _outputs(value: Any) -> dict[str | None, list[str | Glob]]:
     return {OUTPUT_GROUP_ALL: _path_list(value)}
 
 
+def _fspath_or_none(value: Any) -> str | None:
+    # not attrs.converters.optional(os.fspath), which inspects os.fspath's signature at
+    # import: a tenth of the package's import time
+    return None if value is None else os.fspath(value)
+
+
 def _encode_path(item: str | Glob) -> Any:
     return {"glob": item.pattern} if isinstance(item, Glob) else item
+
+
+def _encode_paths(items: list[str | Glob]) -> list[Any]:
+    for item in items:
+        if type(item) is not str:
+            return [_encode_path(i) for i in items]
+    return items  # names only, encoded as they are
 
 
 def _frozen_after_submit(instance: Task, attribute: attrs.Attribute, value: Any) -> Any:
@@ -148,13 +163,11 @@ class Task:
     cores: int = attrs.field(kw_only=True, default=None)
     timeout: float | None = attrs.field(kw_only=True, default=None)
     env: dict[str, str] | None = attrs.field(kw_only=True, default=None)
-    cwd: str | None = attrs.field(
-        kw_only=True, default=None, converter=attrs.converters.optional(os.fspath)
-    )
+    cwd: str | None = attrs.field(kw_only=True, default=None, converter=_fspath_or_none)
     executor: str | None = attrs.field(kw_only=True, default=None)
     freshness: str | None = attrs.field(kw_only=True, default=None)
     result_file: str | None = attrs.field(
-        kw_only=True, default=None, alias="result", converter=attrs.converters.optional(os.fspath)
+        kw_only=True, default=None, alias="result", converter=_fspath_or_none
     )
     ncore: int | str | None = attrs.field(kw_only=True, default=None, repr=False)
     _job: Job | None = attrs.field(
@@ -200,10 +213,10 @@ class Task:
             return self._key
         encoded = _ENCODER.encode(
             [
-                self.cmd if isinstance(self.cmd, str) else list(self.cmd),
+                self.cmd,  # a str, or a tuple: JSON writes both as it wrote a list
                 self.shell,
-                [_encode_path(i) for i in self.inputs],
-                [[g, [_encode_path(o) for o in outs]] for g, outs in self.outputs.items()],
+                _encode_paths(self.inputs),
+                [[g, _encode_paths(outs)] for g, outs in self.outputs.items()],
                 self.cwd,
                 self.result_file,
                 sorted(self.env.items()) if self.env else None,
