@@ -198,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_dask_options(args, flows)
         _check_notify_options(args)
         args.run_id = new_run_id()
+        args.local = LocalExecutor(args.jobs)
+        if not args.dry_run:
+            args.local.prepare()  # its helper process starts while the store opens
         code = trio.run(_run, fn, kwargs, args, console, errors)
         if args.report:
             _write_report(args, console, errors)
@@ -289,7 +292,7 @@ def _check_dask_options(args: argparse.Namespace, flows: FlowFile) -> None:
 
 def _executors(args: argparse.Namespace) -> list[Executor]:
     """The session's executors; the first is the default one."""
-    local = LocalExecutor(args.jobs)
+    local = getattr(args, "local", None) or LocalExecutor(args.jobs)
     executors: list[Executor] = [local]
     if args.executor in BATCH_EXECUTORS:  # the default, and local for executor="local"
         config = getattr(args, "executors_config", None)

@@ -86,6 +86,7 @@ class LocalExecutor(Executor):
         self._stack: AsyncExitStack | None = None
         self._lookahead = 0
         self._room: _Room | None = None  # the slots, when the spawner is lost
+        self._prepared: _Spawner | None = None  # started by prepare(), not yet served
 
     @property
     def capacity(self) -> int:
@@ -95,12 +96,22 @@ class LocalExecutor(Executor):
     def lookahead(self) -> int:  # type: ignore[override]
         return self._lookahead
 
+    def prepare(self) -> None:
+        """Start the spawner process now, so that its start-up (about 10 ms) overlaps
+        what comes before the executor is entered (the CLI opens the store meanwhile).
+
+        Optional: entering the executor starts it otherwise. A prepared spawner that is
+        never used ends with this process.
+        """
+        if _SPAWNER and self._prepared is None and self._spawner is None:
+            self._prepared = _Spawner.start(self.slots)
+
     async def __aenter__(self) -> LocalExecutor:
         _raise_open_file_limit(256 + 4 * self.slots)
         if _SPAWNER:
             self._stack = AsyncExitStack()
             nursery = await self._stack.enter_async_context(trio.open_nursery())
-            self._spawner = _Spawner.start(self.slots)
+            self._spawner, self._prepared = self._prepared or _Spawner.start(self.slots), None
             nursery.start_soon(self._spawner.serve, name=f"{self.name} spawner")
             self._lookahead = self.slots
             self._room = _Room(self.slots)
