@@ -17,6 +17,8 @@ from typing import NamedTuple, Protocol
 class Status(enum.Enum):
     """How a task ended in this run."""
 
+    __hash__ = object.__hash__  # members are singletons: Enum's own runs Python
+
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
     FAILED = "failed"

@@ -13,6 +13,8 @@ import attrs
 
 
 class RunStatus(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: Enum's own runs Python
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -21,6 +23,8 @@ class RunStatus(enum.Enum):
 
 
 class AttemptStatus(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: Enum's own runs Python
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

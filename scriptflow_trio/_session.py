@@ -74,6 +74,8 @@ def current_session() -> Session:
 
 
 class JobState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: Enum's own runs Python
+
     BLOCKED = "blocked"  # waiting for the tasks that make its inputs
     QUEUED = "queued"  # waiting for room on its executor
     RUNNING = "running"
@@ -370,7 +372,10 @@ class Session:
             self._emit(ev.TasksSubmitted(len(new), time.time()))
         for job in new:
             producers = self._producers_of(job) if job.task.inputs else []
-            job.after = tuple(p.key for p in producers)
+            if not producers:
+                self._to_decide.append(job)
+                continue
+            job.after = tuple([p.key for p in producers])
             blockers = [p for p in producers if not p.done]
             if blockers:
                 job.blockers = len(blockers)
@@ -737,7 +742,7 @@ class Session:
         command = task.command_line()
         cwd = resolve(self.root, task.cwd) if task.cwd else self.root
         ahead = executor.name in self._ahead
-        t_start = trio.current_time()  # durations on trio's clock: virtual in tests
+        first: _Begin | None = None  # the first attempt's start: the task's duration runs from it
         reason, returncode, log_path, printed = "", None, Path(), True
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
@@ -795,6 +800,7 @@ class Session:
                 on_started=begin if ahead else None,
                 reattach=job.reattach if attempt == 1 else "",
             )
+            first = first or begin
             since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
             outcome = None
             timed_out = False
@@ -881,7 +887,7 @@ class Session:
                     )
                 )
             if not reason:
-                job.duration = now - t_start
+                job.duration = now - first.t0  # on trio's clock: virtual in tests
                 self._remember_remade(job)
                 return JobState.SUCCEEDED, None
             _unlink(job.paths)
@@ -889,7 +895,7 @@ class Session:
                 break
             if self.config.retry_backoff:
                 await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
-        job.duration = trio.current_time() - t_start
+        job.duration = trio.current_time() - first.t0 if first is not None else 0.0
         error = TaskFailed(
             job.name,
             reason,

@@ -285,19 +285,19 @@ def _journal_line(line: str) -> AttemptRecord | None:
 Record = RunRecord | AttemptRecord | AttemptStart | AttemptEnd | TaskOutcome | OutcomeRow
 
 
-@attrs.frozen
-class TaskState:
+class TaskState(NamedTuple):
     """What the store knows of a task key when a session opens: its latest attempt.
 
     The attempt's full record is read from the store only when asked for: deciding
-    10,000 tasks needs their status, and only a few ever need more.
+    10,000 tasks needs their status, and only a few ever need more. A named tuple:
+    a session opening on 10,000 tasks makes 10,000 of them.
     """
 
     status: AttemptStatus
     run_id: str
     key: str
     attempt: int
-    store: Store = attrs.field(repr=False, eq=False)
+    store: Store
 
     def record(self) -> AttemptRecord:
         rows = self.store._query(
@@ -629,6 +629,7 @@ class StoreWriter:
         self.store = store
         self._pending: list[Record] = []
         self._wake = trio.Event()
+        self._woken = False  # _wake is set (one call less per record)
         self._journal = os.open(
             store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
@@ -637,7 +638,9 @@ class StoreWriter:
 
     def write(self, record: Record) -> None:
         self._pending.append(record)
-        self._wake.set()
+        if not self._woken:
+            self._woken = True
+            self._wake.set()
 
     def started(self, start: AttemptStart) -> None:
         """Record an attempt as running, durably, before its process starts."""
@@ -653,7 +656,7 @@ class StoreWriter:
         last_checkpoint = trio.current_time()
         while True:
             await self._wake.wait()
-            self._wake = trio.Event()
+            self._wake, self._woken = trio.Event(), False
             self._commit_pending()
             if trio.current_time() - last_checkpoint >= checkpoint_every:
                 await trio.to_thread.run_sync(self.store.checkpoint)

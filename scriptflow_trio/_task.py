@@ -58,12 +58,13 @@ def _path_list(value: Any) -> list[str | Glob]:
     """Normalise one file, a list of files, or tasks (whose outputs are meant)."""
     if value is None:
         return []
-    if type(value) is str:  # the common case, before the slower checks of ABCs
+    # the common cases first: the checks of ABCs (os.PathLike) are slow
+    if type(value) is str:
         return [value]
+    if type(value) is list and all(type(item) is str for item in value):
+        return list(value)  # a list of names: nothing to convert
     if isinstance(value, str | os.PathLike | Glob | Task):
         value = [value]
-    if type(value) is list and all(type(item) is str for item in value):
-        return list(value)  # a list of names, the common case: nothing to convert
     out: list[str | Glob] = []
     for item in value:
         if isinstance(item, Task):

@@ -132,6 +132,7 @@ class TerminalView:
         self._lines: list[tuple[str, str]] = []  # (markup, plain text)
         self._skips: list[ev.TaskSkipped] = []
         self._dirty = trio.Event()
+        self._changed = False  # _dirty is set
         self._out: IO[str] = printer.file
 
     # -- events -----------------------------------------------------------------------
@@ -194,7 +195,9 @@ class TerminalView:
                 self._line(event.time, "run", "bold", f"{event.flow} [{event.run_id}]{dry}")
         elif isinstance(event, ev.RunFinished):
             self.elapsed, self.run_status = event.duration, event.status
-        self._dirty.set()
+        if not self._changed:
+            self._changed = True
+            self._dirty.set()
 
     def _line(self, t: float, tag: str, style: str, text: str) -> None:
         plain = f"{_clock(t)} {tag:<7} {text}"
@@ -232,7 +235,7 @@ class TerminalView:
         # running tasks show their elapsed time, which changes without an event
         with trio.move_on_after(1.0 if self.running else math.inf):
             await self._dirty.wait()
-        self._dirty = trio.Event()
+        self._dirty, self._changed = trio.Event(), False
 
     def _flush_plain(self) -> None:
         lines, self._lines = self._lines, []

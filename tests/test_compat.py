@@ -9,6 +9,7 @@ must be harmless.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,7 +75,11 @@ async def flow_sleepit():
 def python_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder whose ``python`` is this interpreter, so task commands find it."""
     folder = tmp_path_factory.mktemp("bin")
-    (folder / "python").symlink_to(sys.executable)
+    # a script, not a symlink: a symlink to a virtual environment's python, outside
+    # that environment, starts the base interpreter (without this one's packages)
+    python = folder / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     return folder
 
 
