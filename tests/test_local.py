@@ -190,12 +190,12 @@ async def test_an_attempt_queued_ahead_starts_its_timeout_and_its_events_when_it
     recorder = Recorder()
     executor = sf.LocalExecutor(slots=1)
     async with sf.open_session(executors=[executor], listeners=[recorder]) as session:
-        assert executor.lookahead == 1
+        assert executor.lookahead == 2
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sf.bag, *(_stamped(i, 0.5) for i in range(3)))
             while len(recorder.of(ev.AttemptStarted)) < 1:
                 await trio.sleep(0.01)
-            # one started, one handed to the executor's queue, one in the session's
+            # one started, two handed to the executor's queue
             stats = session.statistics()
             assert (stats.running, stats.queued) == (1, 2)
         run_id = session.run_id
