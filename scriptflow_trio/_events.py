@@ -36,7 +36,7 @@ class RunStarted(NamedTuple):
 class TasksSubmitted(NamedTuple):
     """``count`` new tasks entered the session (one event per ``await`` or ``bag``)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, as it should
     time: float
 
 

@@ -115,6 +115,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str], console: Console | None = None, errors: Console | None = None) -> int:
     """Run ``argv`` (``[command, *arguments]``, command one of :data:`COMMANDS`)."""
     from ._cli import _print_error
+    from ._ui import Printer
 
     command, rest = argv[0], list(argv[1:])
     args = _parser(command).parse_args(rest)  # bad usage: argparse says so, exit 2
@@ -125,7 +126,7 @@ def main(argv: Sequence[str], console: Console | None = None, errors: Console | 
         change_directory(args)
         return handler(args, console, errors)
     except ScriptflowError as exc:
-        _print_error(errors, exc, verbose=False)
+        _print_error(Printer(console=errors), exc, verbose=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         errors.print("[magenta]interrupted[/]")

@@ -1198,11 +1198,12 @@ class _Begin:
 
     def now(self) -> None:
         job = self.job
+        announced = job.started  # an executor may start it anew (LocalExecutor, lost spawner)
         job.started = True
         self.t0 = trio.current_time()
         if self.deadline is not None and job.task.timeout:
             self.deadline.deadline = self.t0 + job.task.timeout
-        if self.session._listeners:
+        if self.session._listeners and not announced:
             self.session._emit(
                 ev.AttemptStarted(
                     job.name,

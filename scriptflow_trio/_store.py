@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import attrs
 import trio
@@ -388,20 +388,22 @@ class Store:
         outcomes: list[tuple[Any, ...]] = []
         runs: list[tuple[Any, ...]] = []
         for record in batch:
-            kind = type(record)
+            kind = type(record)  # the exact type first: the frequent ones are tuples
             if kind is AttemptEnd:
-                latest[record.start.ident] = record  # type: ignore[union-attr]
+                end = cast(AttemptEnd, record)
+                latest[end.start.ident] = end
             elif kind is OutcomeRow:
-                outcomes.append(record)  # type: ignore[arg-type]
+                outcomes.append(cast(OutcomeRow, record))
             elif kind is AttemptStart:
-                latest[record.ident] = record  # type: ignore[union-attr]
+                start = cast(AttemptStart, record)
+                latest[start.ident] = start
             elif isinstance(record, AttemptRecord):
                 latest[record.run_id, record.key, record.attempt] = record
             elif isinstance(record, TaskOutcome):
-                r = record
+                o = record
                 outcomes.append(
-                    (r.run_id, r.key, r.name, r.status, r.attempts, r.duration, r.ended)
-                    + (" ".join(r.after),)
+                    (o.run_id, o.key, o.name, o.status, o.attempts, o.duration, o.ended)
+                    + (" ".join(o.after),)
                 )
             elif isinstance(record, RunRecord):
                 runs.append(
@@ -414,9 +416,9 @@ class Store:
                         _run_json(record),
                     )
                 )
-        attempt_rows = []
-        task_rows = []
-        file_rows = []
+        attempt_rows: list[tuple[Any, ...]] = []
+        task_rows: list[tuple[Any, ...]] = []
+        file_rows: list[tuple[str, str, str]] = []
         succeeded = AttemptStatus.SUCCEEDED
         for r in latest.values():
             if type(r) is AttemptStart:

@@ -244,3 +244,19 @@ async def test_when_the_spawner_is_killed_its_attempts_are_lost_and_their_proces
             await sf.bag(*(_stamped(i, 0.2) for i in range(3)))
     spans = sorted(tuple(map(float, Path(f"s{i}.txt").read_text().split())) for i in range(3))
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+
+
+async def test_a_spawner_that_cannot_run_leaves_the_attempts_to_subprocess(workdir, monkeypatch):
+    # the helper process dies at once (as it would without a usable interpreter): the
+    # attempts sent to it never started, so they run the portable way, one slot still
+    from scriptflow_trio.executors import local
+
+    monkeypatch.setattr(local, "_LAUNCH", "raise SystemExit(3)")
+    recorder = Recorder()
+    async with sf.open_session(executors=[sf.LocalExecutor(slots=1)], listeners=[recorder]):
+        with trio.fail_after(15):
+            await sf.bag(*(_stamped(i, 0.2) for i in range(3)))
+    spans = sorted(tuple(map(float, Path(f"s{i}.txt").read_text().split())) for i in range(3))
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+    assert len(recorder.of(ev.AttemptStarted)) == 3
+    assert all(e.ok for e in recorder.of(ev.AttemptFinished))

@@ -33,6 +33,7 @@ engine to spawner
     ("signal", id, signum)    to the attempt's process group while its leader runs;
                               an attempt still queued is dropped instead
 spawner to engine
+    ("ready",)                it runs: what it is sent from now on may have started
     ("started", id, pid, report, time)   an attempt started (``report``: it was
                               sent when the slots were full, and the engine waits for this)
     ("exit", id, pid, returncode, cpu seconds, peak RSS in bytes or None, printed, time)
@@ -335,6 +336,7 @@ def main(argv: list[str]) -> int:
     os.set_inheritable(fd, False)  # the attempts must not hold the engine's socket
     spawner = Spawner(fd, int(argv[2]))
     try:
+        _write_all(fd, frame(("ready",)))
         spawner.serve()
     except BrokenPipeError:
         pass

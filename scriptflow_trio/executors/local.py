@@ -137,18 +137,7 @@ class LocalExecutor(Executor):
         started = time.time()
         spawner = self._spawner
         if spawner is None or spawner.lost:
-            if self._room is None:
-                return await self._run_portable(spec, started)
-            # the session counts on the lookahead: keep to the slots here instead
-            cost = self.cost(spec.cores)
-            await self._room.take(cost)
-            try:
-                started = time.time()
-                if spec.on_started is not None:
-                    spec.on_started(started)
-                return await self._run_portable(spec, started)
-            finally:
-                self._room.give(cost)
+            return await self._run_without_spawner(spec, started)
         try:
             program, argv, env = self._command(spec)
         except OSError as exc:
@@ -169,6 +158,8 @@ class LocalExecutor(Executor):
         except BaseException:
             await self._stop(attempt, spawner)
             raise
+        if attempt.never_started:  # the spawner could not even run: do without it
+            return await self._run_without_spawner(spec, started)
         if attempt.error is not None:
             return self._not_started(spec, attempt.error, started)
         return Outcome(
@@ -182,6 +173,21 @@ class LocalExecutor(Executor):
             max_rss=attempt.max_rss,
             printed=attempt.printed,
         )
+
+    async def _run_without_spawner(self, spec: AttemptSpec, started: float) -> Outcome:
+        """Run the attempt through ``subprocess`` (no spawner here, or none any more)."""
+        if self._room is None:
+            return await self._run_portable(spec, started)
+        # the session counts on the lookahead: keep to the slots here instead
+        cost = self.cost(spec.cores)
+        await self._room.take(cost)
+        try:
+            started = time.time()
+            if spec.on_started is not None:
+                spec.on_started(started)
+            return await self._run_portable(spec, started)
+        finally:
+            self._room.give(cost)
 
     def _command(self, spec: AttemptSpec) -> tuple[str, list[str], dict[str, str] | None]:
         """The program to start (found on PATH once per PATH), its argv, its environment.
@@ -337,6 +343,7 @@ class _Attempt:
         "lost",
         "began",
         "ended",
+        "never_started",
         "_task",
         "_event",
     )
@@ -363,6 +370,7 @@ class _Attempt:
         self.lost = ""
         self.began = 0.0  # when it started, as the spawner saw it (or when it was sent)
         self.ended = 0.0  # when its leader was reaped
+        self.never_started = False  # lost with a spawner that never ran: safe to start again
         self._task: trio.lowlevel.Task | None = None
         self._event: trio.Event | None = None
 
@@ -418,6 +426,7 @@ class _Spawner:
         self._outbox = bytearray()  # what the socket would not take at once
         self._flush = trio.Event()
         self.lost = ""  # why the spawner is gone, if it is
+        self.ready = False  # it said it runs: until then, nothing sent can have started
 
     @classmethod
     def start(cls, slots: int) -> _Spawner:
@@ -551,6 +560,8 @@ class _Spawner:
                 elif kind == "dropped":
                     attempt = self._ended(message[1])
                     attempt.end()
+                elif kind == "ready":
+                    self.ready = True
                 elif kind == "crash":
                     reason = f"the process spawner failed: {message[1].strip().splitlines()[-1]}"
         self._gone(reason)
@@ -584,6 +595,7 @@ class _Spawner:
             if attempt.pid:  # orphans of a spawner that was killed: no second copy runs
                 _signal_group(attempt.pid, signal.SIGKILL)
             attempt.lost = self.lost
+            attempt.never_started = not self.ready  # it died before it could start any
             attempt.end()
 
     async def close(self) -> None:
