@@ -39,7 +39,7 @@ from . import _spawner
 from ._base import AttemptSpec, Executor, Outcome
 
 _POSIX = os.name == "posix"
-_SPAWNER = sys.platform == "linux" and hasattr(os, "pidfd_open") and bool(sys.executable)
+_SPAWNER = sys.platform == "linux" and bool(sys.executable)
 # run as a module, not a script, so that its bytecode is cached
 _LAUNCH = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); import _spawner; "
@@ -57,7 +57,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _raise_open_file_limit(needed: int) -> None:
-    """Each running child holds a pidfd and a log file: make room for ``slots`` of them."""
+    """Each running attempt holds pipes and a log file: make room for ``slots`` of them."""
     try:
         import resource
     except ImportError:  # Windows
@@ -427,6 +427,7 @@ class _Spawner:
         self._flush = trio.Event()
         self.lost = ""  # why the spawner is gone, if it is
         self.ready = False  # it said it runs: until then, nothing sent can have started
+        self._over = trio.Event()  # serve() is over: the spawner closed its end
 
     @classmethod
     def start(cls, slots: int) -> _Spawner:
@@ -521,6 +522,7 @@ class _Spawner:
                     nursery.cancel_scope.cancel()
             finally:
                 self._sock.close()
+                self._over.set()
 
     async def _read(self) -> None:
         inbox = bytearray()
@@ -599,26 +601,24 @@ class _Spawner:
             attempt.end()
 
     async def close(self) -> None:
-        """Let the spawner end (it kills what still runs); wait for it, shielded."""
+        """Let the spawner end (it kills what still runs); wait for it, shielded.
+
+        Its end of file says it has ended (no pidfd: kernels before 5.3 have none, and
+        neither has valgrind); one that has not after 5 s is killed.
+        """
         with trio.CancelScope(shield=True):
             try:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            with trio.move_on_after(5) as waited:
+                await self._over.wait()
+            if waited.cancelled_caught:
+                _signal_group(self.pid, signal.SIGKILL)
             try:
-                pidfd = os.pidfd_open(self.pid)
-            except ProcessLookupError:
-                pidfd = -1
-            if pidfd >= 0:
-                try:
-                    with trio.move_on_after(5) as waited:
-                        await trio.lowlevel.wait_readable(pidfd)
-                    if waited.cancelled_caught:
-                        os.kill(self.pid, signal.SIGKILL)
-                finally:
-                    os.close(pidfd)
-            try:
-                os.waitpid(self.pid, 0)  # noqa: ASYNC222 - it has exited (or been killed)
+                done, _ = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
+                if not done:  # between closing its socket and its exit: a moment
+                    await trio.to_thread.run_sync(os.waitpid, self.pid, 0)
             except ChildProcessError:
                 pass
 
