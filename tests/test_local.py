@@ -260,3 +260,25 @@ async def test_a_spawner_that_cannot_run_leaves_the_attempts_to_subprocess(workd
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
     assert len(recorder.of(ev.AttemptStarted)) == 3
     assert all(e.ok for e in recorder.of(ev.AttemptFinished))
+
+
+async def test_a_retry_waits_at_the_front_of_the_queue(workdir):
+    # one slot: a task that fails once is retried before the tasks queued behind it
+    flaky = (
+        "import os, sys, time; first = not os.path.exists('tried'); open('tried', 'w').close(); "
+        "open('order', 'a').write('flaky\\n'); sys.exit(1 if first else 0)"
+    )
+
+    def stamp(name: str) -> sf.Task:
+        code = f"import time; time.sleep(0.2); open('order', 'a').write('{name}\\n')"
+        return sf.Task(cmd=[PY, "-c", code], name=name)
+
+    async with sf.open_session(executors=[sf.LocalExecutor(slots=1)]):
+        with trio.fail_after(15):
+            await sf.bag(
+                sf.Task(cmd=[PY, "-c", flaky], name="flaky", retry=1),
+                *(stamp(f"after-{i}") for i in range(3)),
+            )
+    order = Path("order").read_text().split()
+    # its first attempt's slot went to the next task at once; the retry came next
+    assert order[:3] == ["flaky", "after-0", "flaky"], order

@@ -29,6 +29,7 @@ Messages go both ways as marshal'd tuples, each behind its length (4 bytes):
 
 engine to spawner
     ("run", id, cost, report, program, argv, env or None, cwd, log path, stream)
+                              (a negative id: a retry, queued at the front)
     ("env", env)              the environment of the attempts that follow
     ("signal", id, signum)    to the attempt's process group while its leader runs;
                               an attempt still queued is dropped instead
@@ -153,7 +154,10 @@ class Spawner:
         for message in frames(self.inbox):
             kind = message[0]
             if kind == "run":
-                self.queue.append(message)
+                if message[1] < 0:  # a retry: it had a slot, it waits at the front
+                    self.queue.insert(0, (kind, -message[1], *message[2:]))
+                else:
+                    self.queue.append(message)
             elif kind == "signal":
                 self.signal(message[1], message[2])
             elif kind == "env":

@@ -152,6 +152,7 @@ class LocalExecutor(Executor):
             str(spec.log_path),
             spec.on_output,
             spec.on_started,
+            retry=spec.attempt > 1,
         )
         try:
             await attempt.wait()
@@ -460,8 +461,11 @@ class _Spawner:
         log_path: str,
         on_output: Callable[[str], None] | None,
         on_started: Callable[[float], None] | None,
+        retry: bool = False,
     ) -> _Attempt:
         """Send one attempt; it starts at once if the slots have room, else when they do.
+
+        A retry waits at the front of the spawner's queue: its task had a slot.
 
         When the slots have room for everything sent, the attempt starts as soon as
         the spawner reads it (``on_started`` is called now); otherwise the spawner says
@@ -481,7 +485,8 @@ class _Spawner:
         else:
             env = dict(env)
         stream = on_output is not None
-        message = ("run", attempt.ident, cost, report, program, argv, env, cwd, log_path, stream)
+        ident = -attempt.ident if retry else attempt.ident
+        message = ("run", ident, cost, report, program, argv, env, cwd, log_path, stream)
         self._send(out + _spawner.frame(message))
         if not report:
             attempt.began = time.time()
