@@ -331,9 +331,8 @@ class _Attempt:
     __slots__ = (
         "ident",
         "cost",
-        "on_output",
+        "lines",
         "on_started",
-        "pending",
         "done",
         "pid",
         "returncode",
@@ -358,9 +357,8 @@ class _Attempt:
     ) -> None:
         self.ident = ident
         self.cost = cost
-        self.on_output = on_output
+        self.lines = _Lines(on_output) if on_output is not None else None
         self.on_started = on_started
-        self.pending = b""  # a line not yet ended, for on_output
         self.done = False
         self.pid = 0
         self.returncode: int | None = None
@@ -396,15 +394,12 @@ class _Attempt:
             await self._event.wait()
 
     def output(self, chunk: bytes) -> None:
-        if self.on_output is not None:
-            *lines, self.pending = (self.pending + chunk).split(b"\n")
-            for line in lines:
-                self.on_output(line.decode(errors="replace").rstrip("\r"))
+        if self.lines is not None:
+            self.lines.feed(chunk)
 
     def end(self) -> None:
-        if self.on_output is not None and self.pending:
-            self.on_output(self.pending.decode(errors="replace"))
-            self.pending = b""
+        if self.lines is not None:
+            self.lines.flush()
         self.done = True
         if self._task is not None:
             trio.lowlevel.reschedule(self._task)
@@ -628,6 +623,24 @@ class _Spawner:
                 pass
 
 
+class _Lines:
+    """Output cut into lines for ``on_output`` (a task that is not quiet)."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.pending = b""  # a line not yet ended
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for line in lines:
+            self.on_line(line.decode(errors="replace").rstrip("\r"))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.on_line(self.pending.decode(errors="replace"))
+            self.pending = b""
+
+
 class _Log:
     """An attempt's log file, created when the first byte of output arrives.
 
@@ -638,25 +651,21 @@ class _Log:
 
     def __init__(self, path: Path, on_output: Callable[[str], None] | None) -> None:
         self.path = path
-        self.on_output = on_output
+        self.lines = _Lines(on_output) if on_output is not None else None
         self.created = False
         self._fd = -1
-        self._pending = b""
 
     def write(self, chunk: bytes) -> None:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             self.created = True
         os.write(self._fd, chunk)
-        if self.on_output is not None:
-            *lines, self._pending = (self._pending + chunk).split(b"\n")
-            for line in lines:
-                self.on_output(line.decode(errors="replace").rstrip("\r"))
+        if self.lines is not None:
+            self.lines.feed(chunk)
 
     def close(self) -> None:
-        if self.on_output is not None and self._pending:
-            self.on_output(self._pending.decode(errors="replace"))
-            self._pending = b""
+        if self.lines is not None:
+            self.lines.flush()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
