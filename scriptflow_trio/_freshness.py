@@ -35,7 +35,7 @@ def expand(root: str, item: str | Glob) -> list[str]:
 
 def _mtime(root: str, path: str) -> int | None:
     try:
-        return os.stat(path if path[:1] == "/" else resolve(root, path)).st_mtime_ns
+        return os.stat(resolve(root, path)).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
         return None
 

@@ -530,11 +530,8 @@ class Session:
             }[state.status]
             return Decision(True, f"its last attempt {what} (run {state.run_id})")
         files = self._history.files
-        cut = len(self._root_prefix)
         for path in job.paths:
-            # the store keeps paths relative to the project directory
-            rel = path[cut:] if path.startswith(self._root_prefix) else self._relative(path)
-            made = files.get(rel)
+            made = files.get(self._relative(path))
             if made is None or made[0] == job.key:
                 continue
             if made[1] != job.task.command_line():
@@ -804,22 +801,20 @@ class Session:
             since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
             outcome = None
             timed_out = False
+            # the deadline is set when the attempt starts: at once, or when an executor
+            # with a lookahead says so
+            begin.deadline = trio.CancelScope() if task.timeout else None
             try:
-                if task.timeout:
-                    # the deadline is set when the attempt starts (at once, or when an
-                    # executor with a lookahead says so)
-                    with trio.CancelScope() as begin.deadline:
-                        if not ahead:
-                            begin.now()
+                if not ahead:
+                    begin.now()
+                if begin.deadline is not None:
+                    with begin.deadline:
                         outcome = await executor.run(spec)
                     timed_out = begin.deadline.cancelled_caught
                 else:
-                    if not ahead:
-                        begin.now()
                     outcome = await executor.run(spec)
             except BaseException:
                 _unlink(job.paths)  # an interrupted attempt leaves nothing
-                job.started = False
                 if writer is not None and start is not None:
                     writer.write(
                         _attempt_end(
@@ -830,7 +825,8 @@ class Session:
                         )
                     )
                 raise
-            job.started = False
+            finally:
+                job.started = False
             t0 = begin.t0
             returncode = None
             made: list[tuple[str, os.stat_result]] = []

@@ -42,7 +42,8 @@ class AttemptSpec:
     on_submitted: Callable[[str], None] | None = None
     # Called by an executor with a ``lookahead`` with the time (``time.time()``) the
     # attempt started: until then it may wait in the executor's own queue, and its
-    # timeout starts only then.
+    # timeout starts only then. Called again if the executor starts it anew, the
+    # timeout then runs from the last call (the start is announced once).
     on_started: Callable[[float], None] | None = None
     # A job id this executor gave an attempt of the same task in an engine that died:
     # wait for that job instead of submitting a new one (see ``supports_reattach``).

@@ -37,6 +37,7 @@ import trio
 
 from . import _spawner
 from ._base import AttemptSpec, Executor, Outcome
+from ._spawner import _signal_group
 
 _POSIX = os.name == "posix"
 _SPAWNER = sys.platform == "linux" and bool(sys.executable)
@@ -47,13 +48,6 @@ _LAUNCH = (
 )
 # ru_maxrss is in KiB on Linux, in bytes on macOS
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _raise_open_file_limit(needed: int) -> None:
@@ -197,7 +191,7 @@ class LocalExecutor(Executor):
         every PATH entry before the right one. The environment is None when it is the
         engine's own, which the spawner keeps.
         """
-        argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
+        argv = _argv(spec)
         env = {**os.environ, **spec.env} if spec.env else None
         program = argv[0]
         if os.sep not in program:
@@ -232,7 +226,7 @@ class LocalExecutor(Executor):
 
     async def _run_portable(self, spec: AttemptSpec, started: float) -> Outcome:
         """Start the attempt with ``subprocess`` and copy its output from a pipe."""
-        argv = ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
+        argv = _argv(spec)
         env: Mapping[Any, Any] = {**os.environ, **spec.env} if spec.env else os.environ
         options: dict[str, Any] = {"cwd": spec.cwd, "env": env}
         if _POSIX:
@@ -294,6 +288,11 @@ class LocalExecutor(Executor):
                 await proc.wait()
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _argv(spec: AttemptSpec) -> list[str]:
+    """The attempt's command as an argv (a string goes to the shell)."""
+    return ["/bin/sh", "-c", spec.cmd] if isinstance(spec.cmd, str) else list(spec.cmd)
 
 
 class _Room:
@@ -460,11 +459,10 @@ class _Spawner:
     ) -> _Attempt:
         """Send one attempt; it starts at once if the slots have room, else when they do.
 
-        A retry waits at the front of the spawner's queue: its task had a slot.
-
         When the slots have room for everything sent, the attempt starts as soon as
         the spawner reads it (``on_started`` is called now); otherwise the spawner says
-        when it starts.
+        when it starts. A retry waits at the front of the spawner's queue: its task had
+        a slot.
         """
         self._next += 1
         attempt = _Attempt(self._next, cost, on_output, on_started)
