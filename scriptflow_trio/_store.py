@@ -283,6 +283,7 @@ def _journal_line(line: str) -> AttemptRecord | None:
 
 
 Record = RunRecord | AttemptRecord | AttemptStart | AttemptEnd | TaskOutcome | OutcomeRow
+Rows = dict[str, list[tuple[Any, ...]]]  # table -> rows, in the order of its columns
 
 
 class TaskState(NamedTuple):
@@ -328,6 +329,7 @@ class Store:
         self._db = connection
         self._lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None
+        self._max_rows: dict[int, int] = {}  # rows per INSERT statement, by row width
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -379,7 +381,11 @@ class Store:
     # -- writing ----------------------------------------------------------------------
 
     def apply(self, batch: Sequence[Record]) -> None:
-        """Write a batch of records in one transaction, one statement per table.
+        """Write a batch of records in one transaction (:meth:`rows`, then :meth:`write`)."""
+        self.write(self.rows(batch))
+
+    def rows(self, batch: Sequence[Record]) -> Rows:
+        """The rows of a batch of records, table by table; cheap: call it on the loop.
 
         An attempt recorded as running and again as ended in the same batch is written
         once, ended: the journal already had its start.
@@ -439,23 +445,57 @@ class Store:
             task_rows.append((a.key, a.name, status, a.run_id, a.attempt))
             if a.status is succeeded:
                 file_rows.extend((fp.path, a.key, a.command) for fp in a.outputs)
+        return {
+            "runs": runs,
+            "attempts": attempt_rows,
+            "tasks": task_rows,
+            "files": file_rows,
+            "run_tasks": outcomes,
+        }
+
+    def write(self, rows: Rows) -> None:
+        """Write the rows of :meth:`rows` in one transaction; safe from a worker thread.
+
+        Rows go many to a statement (``INSERT ... VALUES (...), (...), ...``): SQLite
+        then runs a whole chunk with the GIL released, where ``executemany`` takes the
+        GIL back for every row. From a thread, one row at a time cost the event loop
+        more than writing on it; a chunk at a time leaves it nearly all of its core.
+        """
         with self._lock:
             db = self._db
             db.execute("BEGIN")
             try:
-                db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)", runs)
-                db.executemany(
-                    "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?)", attempt_rows
-                )
-                db.executemany("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?)", task_rows)
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)", file_rows)
-                db.executemany(
-                    "INSERT OR REPLACE INTO run_tasks VALUES (?,?,?,?,?,?,?,?)", outcomes
-                )
+                for table, values in rows.items():
+                    if values:
+                        self._insert(table, values)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _insert(self, table: str, values: Sequence[tuple[Any, ...]]) -> None:
+        """``INSERT OR REPLACE`` ``values`` into ``table``, in chunks of a few fixed sizes.
+
+        A power of two rows per statement, up to what SQLite binds in one statement: a
+        handful of statement texts, each prepared once and kept in the connection's
+        statement cache.
+        """
+        width = len(values[0])
+        most = self._max_rows.get(width)
+        if most is None:
+            fits = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+            most = self._max_rows[width] = 1 << max(0, min(10, fits.bit_length() - 1))
+        row = f"({','.join('?' * width)})"
+        done, total = 0, len(values)
+        size = most
+        while done < total:
+            while size > total - done:
+                size >>= 1
+            sql = f"INSERT OR REPLACE INTO {table} VALUES {','.join([row] * size)}"
+            end = done + size
+            while end <= total:
+                self._db.execute(sql, [v for r in values[done:end] for v in r])
+                done, end = end, end + size
 
     def recover(self) -> None:
         """Settle what an engine that died left behind; call with the lock held.
@@ -614,17 +654,18 @@ def open_existing(state_dir: Path) -> Store:
 
 
 class StoreWriter:
-    """Commits records in batches; the disk's slow part, the checkpoint, runs in a thread.
+    """Commits records in batches, from a worker thread, while the flow goes on.
 
     ``write`` queues a record; ``started`` also appends it to the journal at once, so
     that it is on record before the attempt's process starts. Run :meth:`run` in a
     nursery, and ``await close()`` at the end.
 
-    A batch is committed on the event loop's thread: with WAL and synchronous=NORMAL
-    a commit only appends to the WAL file (no fsync), tens of microseconds per task,
-    while committing from a worker thread cost three times as much in GIL hand-offs
-    (one per row). What can wait on the disk, copying the WAL back into the database
-    with its fsyncs, is done by a second connection in a worker thread.
+    The event loop only turns records into rows (:meth:`Store.rows`); SQLite writes
+    them in a worker thread, many rows to a statement, with the GIL released, so the
+    loop goes on deciding and starting tasks meanwhile. With WAL and
+    synchronous=NORMAL a commit only appends to the WAL file; copying the WAL back
+    into the database, with its fsyncs, is done by a second connection, in a thread
+    too.
     """
 
     def __init__(self, store: Store) -> None:
@@ -632,6 +673,7 @@ class StoreWriter:
         self._pending: list[Record] = []
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
+        self._committing = trio.Lock()
         self._journal = os.open(
             store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
@@ -659,22 +701,32 @@ class StoreWriter:
         while True:
             await self._wake.wait()
             self._wake, self._woken = trio.Event(), False
-            self._commit_pending()
+            await self._commit_pending()
             if trio.current_time() - last_checkpoint >= checkpoint_every:
                 await trio.to_thread.run_sync(self.store.checkpoint)
                 last_checkpoint = trio.current_time()
             await trio.sleep(interval)
 
-    def _commit_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            self.store.apply(batch)
-            self.batches += 1
+    async def _commit_pending(self, *, everything: bool = False) -> None:
+        """Commit what is queued (``everything``: until nothing is); shielded: none half-sent.
+
+        Records go on arriving while a batch is written: ``run`` leaves them to its
+        next round, ``interval`` later, and ``close`` writes them too.
+        """
+        with trio.CancelScope(shield=True):
+            async with self._committing:  # close() waits for the batch run() is writing
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    rows = self.store.rows(batch)
+                    await trio.to_thread.run_sync(self.store.write, rows)
+                    self.batches += 1
+                    if not everything:
+                        break
 
     async def close(self) -> None:
         """Commit everything queued, then empty the journal (shielded: runs at shutdown)."""
         with trio.CancelScope(shield=True):
-            self._commit_pending()
+            await self._commit_pending(everything=True)
             await trio.to_thread.run_sync(self.store.checkpoint)
             os.ftruncate(self._journal, 0)
             os.close(self._journal)

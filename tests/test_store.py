@@ -446,3 +446,43 @@ def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
     for run in runs:
         assert json.loads(_store._run_json(run)) == converter.unstructure(run)
         assert _store._load(_store._run_json(run), RunRecord) == run
+
+
+@pytest.mark.parametrize("bind_limit", [None, 50])
+def test_batches_of_any_size_are_written_whole_and_in_order(
+    tmp_path: Path, bind_limit: int | None
+) -> None:
+    # rows go many to a statement, in chunks of a few sizes: every count must come out
+    # whole (1,000-odd rows, then a remainder), under a small bind limit too, and a
+    # later batch's end must win over an earlier batch's start
+    from scriptflow_trio import _store
+    from scriptflow_trio._records import Fingerprint
+
+    store = Store.open(tmp_path)
+    if bind_limit is not None:
+        store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, bind_limit)
+    n = 2_345
+    starts = [
+        _store.AttemptStart("r1", f"k{i}", f"t{i}", 1, f"touch {i}", "local", 1.0 + i, "")
+        for i in range(n)
+    ]
+    store.apply(starts)
+    ends = [
+        _store.AttemptEnd(s, AttemptStatus.SUCCEEDED, 2.0, "", outputs=(Fingerprint(s.key, 1, 2),))
+        for s in starts[: n - 7]
+    ]
+    outcomes = [
+        _store.OutcomeRow("r1", s.key, s.name, "succeeded", 1, 1.0, 2.0, "") for s in starts
+    ]
+    store.apply([*ends, *outcomes])
+    db = store._db
+    counts = dict(db.execute("SELECT status, count(*) FROM attempts GROUP BY status").fetchall())
+    assert counts == {"succeeded": n - 7, "running": 7}
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (n,)
+    assert db.execute("SELECT count(*) FROM files").fetchone() == (n - 7,)
+    assert db.execute("SELECT count(*) FROM run_tasks").fetchone() == (n,)
+    history = store.load_history()
+    assert history.tasks["k0"].status is AttemptStatus.SUCCEEDED
+    assert history.tasks[f"k{n - 1}"].status is AttemptStatus.RUNNING
+    assert history.files["k5"] == ("k5", "touch 5")
+    store.close()
