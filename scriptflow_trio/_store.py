@@ -5,7 +5,7 @@ beside the few columns that queries need. The database runs in WAL mode with
 ``synchronous=NORMAL``: a commit survives ``kill -9`` of the engine at any moment
 (SQLite's journal makes each commit atomic), and many commits do not mean many fsyncs.
 Writes go through :class:`StoreWriter`, which commits whatever piled up since its last
-commit in one transaction, in a worker thread.
+commit in one transaction, in a thread of its own.
 
 An attempt must be recorded as running before its process starts, yet waiting for a
 commit there would add a thread round trip to every task. So the start is appended to
@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ import attrs
 import trio
 
 from ._errors import StoreError
+from ._jsontext import dumps
 
 if TYPE_CHECKING:
     import cattrs
@@ -46,8 +48,6 @@ from ._records import (
 SCHEMA_VERSION = 2
 STORE_FILE = "store.sqlite"
 JOURNAL_FILE = "journal"
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @functools.cache
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS run_tasks (
 
 
 def _dump(record: Any) -> str:
-    return _ENCODER.encode(_converter().unstructure(record))
+    return dumps(_converter().unstructure(record))
 
 
 def _load(text: str, cls: type) -> Any:
@@ -245,7 +245,7 @@ def _end_json(end: AttemptEnd) -> str:
         d["cpu_seconds"] = end.cpu_seconds
     if end.max_rss is not None:
         d["max_rss"] = end.max_rss
-    return _ENCODER.encode(d)
+    return dumps(d)
 
 
 def _run_json(run: RunRecord) -> str:
@@ -264,7 +264,7 @@ def _run_json(run: RunRecord) -> str:
         d["host"] = run.host
     if run.counts:
         d["counts"] = dict(run.counts)
-    return _ENCODER.encode(d)
+    return dumps(d)
 
 
 def _journal_line(line: str) -> AttemptRecord | None:
@@ -469,8 +469,14 @@ class Store:
                     if values:
                         self._insert(table, values)
                 db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(
+                        f"the store {self.path} cannot be written ({exc}): free the disk or "
+                        "fix what blocks it, and run again; the tasks it could not record "
+                        "will run again (its journal keeps them as interrupted)"
+                    ) from None
                 raise
 
     def _insert(self, table: str, values: Sequence[tuple[Any, ...]]) -> None:
@@ -654,45 +660,55 @@ def open_existing(state_dir: Path) -> Store:
 
 
 class StoreWriter:
-    """Commits records in batches, from a worker thread, while the flow goes on.
+    """Commits records in batches, from a thread of its own, while the flow goes on.
 
     ``write`` queues a record; ``started`` also appends it to the journal at once, so
     that it is on record before the attempt's process starts. Run :meth:`run` in a
     nursery, and ``await close()`` at the end.
 
-    The event loop only turns records into rows (:meth:`Store.rows`); SQLite writes
-    them in a worker thread, many rows to a statement, with the GIL released, so the
-    loop goes on deciding and starting tasks meanwhile. With WAL and
-    synchronous=NORMAL a commit only appends to the WAL file; copying the WAL back
-    into the database, with its fsyncs, is done by a second connection, in a thread
-    too.
+    The event loop only turns records into rows (:meth:`Store.rows`) and hands them
+    over: every ``interval`` from :meth:`run`, and at once once ``batch`` records are
+    waiting, so that a long synchronous stretch of the flow (a bag of 10,000 tasks,
+    decided in one go) is written while it goes on. The thread writes them in order,
+    many rows to a statement, with the GIL released. With WAL and synchronous=NORMAL
+    a commit only appends to the WAL file; copying the WAL back into the database,
+    with its fsyncs, is done by a second connection, in a worker thread too.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, batch: int = 1000) -> None:
         self.store = store
+        self._batch = batch
         self._pending: list[Record] = []
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
-        self._committing = trio.Lock()
         self._journal = os.open(
             store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
         self.batches = 0
+        self._rows: queue.SimpleQueue[Rows | None] = queue.SimpleQueue()
+        self._failed: BaseException | None = None  # what the thread's last write raised
+        self._thread = threading.Thread(
+            target=self._write_rows, name="scriptflow store writer", daemon=True
+        )
         store.take_over_checkpoints()
+        self._thread.start()
 
     def write(self, record: Record) -> None:
-        self._pending.append(record)
-        if not self._woken:
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= self._batch:
+            self._hand_over()
+        elif not self._woken:
             self._woken = True
             self._wake.set()
 
     def started(self, start: AttemptStart) -> None:
         """Record an attempt as running, durably, before its process starts."""
-        os.write(self._journal, (_ENCODER.encode(start) + "\n").encode())
+        os.write(self._journal, (dumps(start) + "\n").encode())
         self.write(start)
 
     async def run(self, interval: float = 0.2, checkpoint_every: float = 2.0) -> None:
-        """Commit what is queued whenever there is something, at most every ``interval``.
+        """Hand over what is queued whenever there is something, at most every ``interval``.
 
         The journal already has every start on record, so a commit may wait: fewer,
         larger transactions cost the disk far less than one per task.
@@ -701,32 +717,40 @@ class StoreWriter:
         while True:
             await self._wake.wait()
             self._wake, self._woken = trio.Event(), False
-            await self._commit_pending()
+            self._hand_over()
+            if self._failed is not None:
+                raise self._failed
             if trio.current_time() - last_checkpoint >= checkpoint_every:
                 await trio.to_thread.run_sync(self.store.checkpoint)
                 last_checkpoint = trio.current_time()
             await trio.sleep(interval)
 
-    async def _commit_pending(self, *, everything: bool = False) -> None:
-        """Commit what is queued (``everything``: until nothing is); shielded: none half-sent.
+    def _hand_over(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._rows.put(self.store.rows(batch))
+            self.batches += 1
 
-        Records go on arriving while a batch is written: ``run`` leaves them to its
-        next round, ``interval`` later, and ``close`` writes them too.
-        """
-        with trio.CancelScope(shield=True):
-            async with self._committing:  # close() waits for the batch run() is writing
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    rows = self.store.rows(batch)
-                    await trio.to_thread.run_sync(self.store.write, rows)
-                    self.batches += 1
-                    if not everything:
-                        break
+    def _write_rows(self) -> None:
+        """The thread: write each batch in turn; after a failure, none (close raises it)."""
+        while (rows := self._rows.get()) is not None:
+            if self._failed is None:
+                try:
+                    self.store.write(rows)
+                except BaseException as exc:  # raised by run() or close(), on the loop
+                    self._failed = exc
 
     async def close(self) -> None:
-        """Commit everything queued, then empty the journal (shielded: runs at shutdown)."""
+        """Write everything queued, then empty the journal (shielded: runs at shutdown).
+
+        If a write failed, the journal stays: the next session recovers from it.
+        """
         with trio.CancelScope(shield=True):
-            await self._commit_pending(everything=True)
+            self._hand_over()
+            self._rows.put(None)
+            await trio.to_thread.run_sync(self._thread.join)
+            if self._failed is not None:
+                raise self._failed
             await trio.to_thread.run_sync(self.store.checkpoint)
             os.ftruncate(self._journal, 0)
             os.close(self._journal)

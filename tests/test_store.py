@@ -486,3 +486,37 @@ def test_batches_of_any_size_are_written_whole_and_in_order(
     assert history.tasks[f"k{n - 1}"].status is AttemptStatus.RUNNING
     assert history.files["k5"] == ("k5", "touch 5")
     store.close()
+
+
+async def test_a_failed_write_is_a_clear_error_and_the_journal_stays(workdir: Path) -> None:
+    # a real SQLite failure on a real store: a trigger that aborts every run_tasks row,
+    # as a full disk would abort the commit; the writer thread's error reaches the flow
+    from scriptflow_trio.testing import FakeExecutor
+
+    async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
+        await session.run(_one_bag, 3)
+    db = sqlite3.connect(workdir / ".scriptflow" / "store.sqlite")
+    db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON run_tasks BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    db.close()
+    with pytest.raises(BaseException) as caught:
+        async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
+            await session.run(_one_bag, 2_500)  # more than one batch: mid-run hand-overs
+    errors = (
+        caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    )
+    assert any(isinstance(e, sf.StoreError) and "disk full" in str(e) for e in errors), errors
+    journal = (workdir / ".scriptflow" / "journal").read_text().splitlines()
+    assert journal  # kept: the attempts it started are on record
+    with sqlite3.connect(workdir / ".scriptflow" / "store.sqlite") as db:
+        db.execute("DROP TRIGGER full")
+    ran = Recorder()
+    async with sf.open_session(executors=[FakeExecutor(slots=2)], listeners=[ran]) as session:
+        await session.run(_one_bag, 2_500)
+    # three were up to date before; none of those the failed run made is taken as done
+    assert len(ran.of(ev.AttemptStarted)) == 2_497
+
+
+async def _one_bag(n: int) -> None:
+    await sf.bag(*[sf.Task(cmd=f"touch o{i}", outputs=f"o{i}", name=f"t{i}") for i in range(n)])
