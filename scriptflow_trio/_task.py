@@ -8,7 +8,6 @@ keyword API is scriptflow 0.2.13's, so flows written for it run unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -17,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._jsontext import dumps
+
 if TYPE_CHECKING:
     from ._session import Job
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: dumps() makes one per call
 OUTPUT_GROUP_ALL = None  # the group of outputs given as a plain list or string
 
 
@@ -130,7 +130,10 @@ def _normalize_cmd(task: Task, cmd: Any) -> str | tuple[str, ...]:
     raise TypeError(f"cmd must be a string or a list of arguments, not {cmd!r}")
 
 
-@attrs.define(eq=False, on_setattr=[attrs.setters.convert, _frozen_after_submit])
+_NO_OUTPUTS: Any = object()  # outputs=None is a group of none, not the absence of groups
+
+
+@attrs.define(eq=False, init=False, on_setattr=[attrs.setters.convert, _frozen_after_submit])
 class Task:
     """One command with declared inputs and outputs; ``await task`` runs it if needed.
 
@@ -142,58 +145,96 @@ class Task:
     ``task.result`` once the task is done. ``freshness="hash"`` compares the content
     of inputs with what the last success saw, so a touched but unchanged input does
     not make the task run again.
+
+    The fields below convert what is assigned to them later as ``__init__`` converts
+    its arguments; ``__init__`` is written out: a flow makes a Task per command, and
+    attrs' generated one, with its converter calls, executed a tenth more.
     """
 
     cmd: str | tuple[str, ...] = attrs.field(
-        kw_only=True,
         on_setattr=[
             lambda i, a, v: _frozen_after_submit(i, a, v),
             lambda i, a, v: _normalize_cmd(i, v),
         ],
     )
-    inputs: list[str | Glob] = attrs.field(kw_only=True, factory=list, converter=_path_list)
-    outputs: dict[str | None, list[str | Glob]] = attrs.field(
-        kw_only=True, factory=dict, converter=_outputs
-    )
-    name: str = attrs.field(kw_only=True, default="")
-    retry: int = attrs.field(kw_only=True, default=0, converter=int)
-    shell: bool = attrs.field(kw_only=True, default=False)
-    quiet: bool = attrs.field(kw_only=True, default=True)
-    props: dict[str, Any] = attrs.field(kw_only=True, factory=dict)
-    mem: str | int | float | None = attrs.field(kw_only=True, default=None)
-    cores: int = attrs.field(kw_only=True, default=None)
-    timeout: float | None = attrs.field(kw_only=True, default=None)
-    env: dict[str, str] | None = attrs.field(kw_only=True, default=None)
-    cwd: str | None = attrs.field(kw_only=True, default=None, converter=_fspath_or_none)
-    executor: str | None = attrs.field(kw_only=True, default=None)
-    freshness: str | None = attrs.field(kw_only=True, default=None)
-    result_file: str | None = attrs.field(
-        kw_only=True, default=None, alias="result", converter=_fspath_or_none
-    )
-    ncore: int | str | None = attrs.field(kw_only=True, default=None, repr=False)
-    _job: Job | None = attrs.field(
-        init=False, default=None, repr=False, on_setattr=attrs.setters.NO_OP
-    )
-    _value: Any = attrs.field(init=False, default=None, repr=False, on_setattr=attrs.setters.NO_OP)
-    _done: bool = attrs.field(init=False, default=False, repr=False, on_setattr=attrs.setters.NO_OP)
-    _key: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
-    _text: str = attrs.field(init=False, default="", repr=False, on_setattr=attrs.setters.NO_OP)
+    inputs: list[str | Glob] = attrs.field(converter=_path_list)
+    outputs: dict[str | None, list[str | Glob]] = attrs.field(converter=_outputs)
+    name: str
+    retry: int = attrs.field(converter=int)
+    shell: bool
+    quiet: bool
+    props: dict[str, Any]
+    mem: str | int | float | None
+    cores: int
+    timeout: float | None
+    env: dict[str, str] | None
+    cwd: str | None = attrs.field(converter=_fspath_or_none)
+    executor: str | None
+    freshness: str | None
+    result_file: str | None = attrs.field(converter=_fspath_or_none)
+    ncore: int | str | None = attrs.field(repr=False)
+    _job: Job | None = attrs.field(repr=False, on_setattr=attrs.setters.NO_OP)
+    _value: Any = attrs.field(repr=False, on_setattr=attrs.setters.NO_OP)
+    _done: bool = attrs.field(repr=False, on_setattr=attrs.setters.NO_OP)
+    _key: str = attrs.field(repr=False, on_setattr=attrs.setters.NO_OP)
+    _text: str = attrs.field(repr=False, on_setattr=attrs.setters.NO_OP)
 
-    def __attrs_post_init__(self) -> None:
-        # object.__setattr__: normalising our own fields needs none of the setattr hooks
-        if self.cores is None:
-            object.__setattr__(self, "cores", int(self.ncore) if self.ncore is not None else 1)
-        object.__setattr__(self, "cmd", _normalize_cmd(self, self.cmd))
+    def __init__(
+        self,
+        *,
+        cmd: str | Iterable[Any],
+        inputs: Any = None,
+        outputs: Any = _NO_OUTPUTS,
+        name: str = "",
+        retry: int = 0,
+        shell: bool = False,
+        quiet: bool = True,
+        props: dict[str, Any] | None = None,
+        mem: str | int | float | None = None,
+        cores: int | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        executor: str | None = None,
+        freshness: str | None = None,
+        result: str | os.PathLike[str] | None = None,
+        ncore: int | str | None = None,
+    ) -> None:
+        # object.__setattr__: a new task needs none of the setattr hooks
+        put = object.__setattr__
+        put(self, "_job", None)
+        put(self, "_value", None)
+        put(self, "_done", False)
+        put(self, "_key", "")
+        put(self, "shell", shell)
+        put(self, "cmd", _normalize_cmd(self, cmd))  # sets _text
         if not self.cmd:
             raise ValueError("cmd is empty: a task needs a command to run")
-        if self.retry < 0:
-            raise ValueError(f"retry must be 0 or more, not {self.retry}")
-        if self.freshness not in (None, "mtime", "hash"):
-            raise ValueError(f"freshness must be 'mtime' or 'hash', not {self.freshness!r}")
-        if self.cores < 1:
-            raise ValueError(f"cores must be 1 or more, not {self.cores}")
-        if not self.name:
-            object.__setattr__(self, "name", self._default_name())
+        put(self, "inputs", _path_list(inputs))
+        put(self, "outputs", {} if outputs is _NO_OUTPUTS else _outputs(outputs))
+        if type(retry) is not int:
+            retry = int(retry)
+        if retry < 0:
+            raise ValueError(f"retry must be 0 or more, not {retry}")
+        put(self, "retry", retry)
+        put(self, "quiet", quiet)
+        put(self, "props", {} if props is None else props)
+        put(self, "mem", mem)
+        if cores is None:
+            cores = int(ncore) if ncore is not None else 1
+        if cores < 1:
+            raise ValueError(f"cores must be 1 or more, not {cores}")
+        put(self, "cores", cores)
+        put(self, "ncore", ncore)
+        put(self, "timeout", timeout)
+        put(self, "env", env)
+        put(self, "cwd", None if cwd is None else os.fspath(cwd))
+        put(self, "executor", executor)
+        if freshness not in (None, "mtime", "hash"):
+            raise ValueError(f"freshness must be 'mtime' or 'hash', not {freshness!r}")
+        put(self, "freshness", freshness)
+        put(self, "result_file", None if result is None else os.fspath(result))
+        put(self, "name", name or self._default_name())
 
     # -- identity ---------------------------------------------------------------------
 
@@ -212,7 +253,7 @@ class Task:
         """
         if self._key:
             return self._key
-        encoded = _ENCODER.encode(
+        encoded = dumps(
             [
                 self.cmd,  # a str, or a tuple: JSON writes both as it wrote a list
                 self.shell,
