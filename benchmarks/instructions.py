@@ -13,6 +13,9 @@ engine process alone (its children are not traced):
 * engine: ``_engine.py`` on N independent tasks on the FakeExecutor, with and without
   the store, and a chain of 200, per task beyond a one-task run (W5).
 
+Each figure is split by thread: the main one, which runs the event loop (the engine's
+own core), and the others (the store's writer thread, trio's worker threads).
+
 It needs valgrind on the PATH and takes a few minutes (valgrind runs Python about 50
 times slower). Compare two commits by running it in each: only the differences mean
 something, not the absolute figures.
@@ -35,22 +38,34 @@ from _tools import flows_source, package_root, repo_env
 HERE = Path(__file__).resolve().parent
 
 
-def count(argv: list[str], cwd: Path) -> int:
-    """Instructions the command's own process executed."""
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--trace-children=no", "--callgrind-out-file=/dev/null"]
-        + argv,
-        cwd=cwd,
-        env={**os.environ, **repo_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        raise SystemExit(f"no count from valgrind for {argv}:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+def count(argv: list[str], cwd: Path) -> tuple[int, int]:
+    """Instructions the command's own process executed: its main thread, its others.
+
+    The main thread runs the event loop; the store's writer thread (SQLite, mostly
+    with the GIL released) and trio's worker threads can use the other core.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--trace-children=no", "--separate-threads=yes"]
+            + [f"--callgrind-out-file={out}/cg"]
+            + argv,
+            cwd=cwd,
+            env={**os.environ, **repo_env()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        totals: dict[int, int] = {}
+        for path in Path(out).glob("cg-*"):
+            found = re.search(r"^(?:summary|totals): (\d+)", path.read_text(), re.M)
+            if found is None:
+                raise SystemExit(f"no count from valgrind in {path.name} for {argv}")
+            totals[int(path.name.rsplit("-", 1)[1])] = int(found.group(1))
+    if not totals:
+        raise SystemExit(f"no count from valgrind for {argv}")
+    main = totals.pop(min(totals))
+    return main, sum(totals.values())
 
 
 def fresh(base: Path, name: str) -> Path:
@@ -74,9 +89,9 @@ def main() -> int:
     memory = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(dir=memory) as tmp:
         base = Path(tmp)
-        rows: list[tuple[str, float]] = []
+        rows: list[tuple[str, float, float]] = []
         imported = count([py, "-c", "import scriptflow_trio._cli"], base)
-        rows.append(("import scriptflow_trio._cli (M)", imported / 1e6))
+        rows.append(("import scriptflow_trio._cli (M)", imported[0] / 1e6, imported[1] / 1e6))
         cli = fresh(base, "cli")
         (cli / "flows.py").write_text(flows_source("scriptflow_trio", n))
         (cli / "one.py").write_text(flows_source("scriptflow_trio", 1))
@@ -85,9 +100,9 @@ def main() -> int:
         env = {**os.environ, **repo_env()}
         subprocess.run(run, cwd=cli, env=env, check=True, stdout=subprocess.DEVNULL)
         one = count([a.format("one.py") for a in cli_argv], cli)
-        rows.append(("CLI, one up-to-date task (M)", one / 1e6))
+        rows.append(("CLI, one up-to-date task (M)", one[0] / 1e6, one[1] / 1e6))
         noop = count(run, cli)
-        rows.append((f"CLI no-op, per up-to-date task of {n:,} (k)", (noop - one) / n / 1e3))
+        rows.append((f"CLI no-op, per up-to-date task of {n:,} (k)", *per(noop, one, n)))
         single = count([py, engine, "independent", "1"], fresh(base, "single"))
         for label, args, tasks in (
             ("engine, independent, store", ["independent", str(n)], n),
@@ -95,11 +110,17 @@ def main() -> int:
             ("engine, chain of 200, store", ["chain", "200"], 200),
         ):
             total = count([py, engine, *args], fresh(base, label.replace(" ", "_")))
-            rows.append((f"{label}, per task (k)", (total - single) / tasks / 1e3))
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value:10.1f}")
+            rows.append((f"{label}, per task (k)", *per(total, single, tasks)))
+    width = max(len(label) for label, _, _ in rows)
+    print(f"{'':<{width}}  {'loop thread':>12}  {'others':>8}")
+    for label, main_thread, others in rows:
+        print(f"{label:<{width}}  {main_thread:12.1f}  {others:8.1f}")
     return 0
+
+
+def per(total: tuple[int, int], base: tuple[int, int], n: int) -> tuple[float, float]:
+    """Thousands of instructions per task beyond ``base``, thread by thread."""
+    return (total[0] - base[0]) / n / 1e3, (total[1] - base[1]) / n / 1e3
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ def decide(
     """
     if not outputs:
         return Decision(True, "it declares no outputs")
+    if not inputs and len(paths) == len(outputs):  # no inputs, no globs: they must exist
+        for path, full in zip(outputs, paths, strict=True):
+            if _mtime(root, full) is None:
+                absent = all(_mtime(root, p) is None for p in paths if p != full)
+                return Decision(True, f"output {path} is missing", absent=absent)
+        return _UP_TO_DATE
     oldest: int | None = None
     oldest_name = ""
     resolved = iter(paths)

@@ -1379,9 +1379,7 @@ async def bag(*items: Any) -> list[Any]:
         return []
     if all(isinstance(item, Task) for item in items):
         session = current_session()
-        await session.wait_all(session.submit_many(items))
-        for t in items:
-            _mark_done(t, t._job)
+        await session.wait_all(session.submit_many(items))  # each job marked its tasks done
         return list(items)
     return await _gather(items)
 
