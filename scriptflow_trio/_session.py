@@ -176,7 +176,7 @@ class Job:
         self.reattach_since = 0  # when that job's attempt started (ns): its outputs are newer
         self.after: tuple[str, ...] = ()  # keys of the jobs that make its inputs (graph edges)
         self.absent = False  # no literal output existed when it was decided
-        self.log_stem = ""  # its log files' path, less ".ATTEMPT.log"
+        self.log_stem = ""  # its log files' name in the run's log directory, less ".ATTEMPT.log"
         # computed once at submission (a submitted task is frozen)
         self.outputs = outputs  # as declared, with the result file
         self.paths = paths  # the literal outputs, absolute and normalised
@@ -740,11 +740,12 @@ class Session:
         cwd = resolve(self.root, task.cwd) if task.cwd else self.root
         ahead = executor.name in self._ahead
         first: _Begin | None = None  # the first attempt's start: the task's duration runs from it
-        reason, returncode, log_path, printed = "", None, Path(), True
+        reason, returncode, printed = "", None, True
+        log_path: Path | None = None
         hashing = (task.freshness or self.config.freshness) == "hash"
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
-            log_path = self._log_path(job, attempt)
+            log_path, stored_log = self._log_path(job, attempt)
             started = time.time()
             start: AttemptStart | None = None
             inputs: tuple[Fingerprint, ...] = ()
@@ -759,7 +760,7 @@ class Session:
                     command,
                     executor.name,
                     started,
-                    self._relative(str(log_path)),
+                    stored_log,
                 )
                 # on record as running before anything can touch the outputs
                 writer.started(start)
@@ -898,7 +899,7 @@ class Session:
             returncode=returncode,
             attempts=job.attempts,
             log_path=log_path if printed else None,
-            log_tail=_tail(log_path) if printed else "",
+            log_tail=_tail(log_path) if printed and log_path is not None else "",
         )
         return JobState.FAILED, error
 
@@ -970,15 +971,19 @@ class Session:
 
         return emit
 
-    def _log_path(self, job: Job, attempt: int) -> Path:
-        if self._log_dir is None:
-            self._log_dir = self.state_dir / "logs" / self.run_id
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            self._log_prefix = os.path.join(self._log_dir, "")
+    def _log_path(self, job: Job, attempt: int) -> tuple[Path, str]:
+        """The attempt's log file, and its path as the store keeps it (relative)."""
+        log_dir = self._log_dir
+        if log_dir is None:
+            log_dir = self._log_dir = self.state_dir / "logs" / self.run_id
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self._log_prefix = os.path.join(self._relative(str(log_dir)), "")
         if not job.log_stem:
             safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
-            job.log_stem = f"{self._log_prefix}{safe}-{job.key[:8]}"
-        return Path(f"{job.log_stem}.{attempt}.log")
+            job.log_stem = f"{safe}-{job.key[:8]}"
+        name = f"{job.log_stem}.{attempt}.log"
+        # a child of the directory's Path: half the parsing of a Path of the whole string
+        return log_dir / name, self._log_prefix + name
 
     def _make_parent_dirs(self, paths: Iterable[str]) -> None:
         for path in paths:
