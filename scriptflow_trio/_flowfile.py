@@ -17,9 +17,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 from ._errors import FlowFileError, FlowNotFound, UsageError
 
@@ -60,8 +58,9 @@ def _flow_name(function_name: str) -> str:
     return function_name.removeprefix("flow_")
 
 
-@attrs.frozen
-class FlowFile:
+class FlowFile(NamedTuple):
+    """A loaded flows file: its module, its flows by name, what ``sf.init`` gave."""
+
     path: Path
     module: types.ModuleType
     flows: dict[str, Callable[..., Any]]

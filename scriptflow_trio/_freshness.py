@@ -5,14 +5,12 @@ from __future__ import annotations
 import glob as _glob
 import os
 from collections.abc import Callable, Sequence
-
-import attrs
+from typing import NamedTuple
 
 from ._task import Glob, resolve
 
 
-@attrs.frozen
-class Decision:
+class Decision(NamedTuple):
     """Whether a task must run, and why, in words for a person."""
 
     run: bool

@@ -313,8 +313,7 @@ class TaskState(NamedTuple):
         return record
 
 
-@attrs.frozen
-class History:
+class History(NamedTuple):
     """The store's knowledge that the up-to-date decision needs, loaded in one go."""
 
     tasks: dict[str, TaskState]
