@@ -256,7 +256,7 @@ class Session:
         self._flow_scope: trio.CancelScope | None = None
         self._unawaited_error: TaskError | None = None
         self._log_dir: Path | None = None
-        self._log_prefix = ""
+        self._stored_log_prefix = ""  # the log directory as the store keeps it, with its /
         self._made_dirs: set[str] = set()
         self._writer = writer
         self._history = history
@@ -977,13 +977,13 @@ class Session:
         if log_dir is None:
             log_dir = self._log_dir = self.state_dir / "logs" / self.run_id
             log_dir.mkdir(parents=True, exist_ok=True)
-            self._log_prefix = os.path.join(self._relative(str(log_dir)), "")
+            self._stored_log_prefix = os.path.join(self._relative(str(log_dir)), "")
         if not job.log_stem:
             safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
             job.log_stem = f"{safe}-{job.key[:8]}"
         name = f"{job.log_stem}.{attempt}.log"
         # a child of the directory's Path: half the parsing of a Path of the whole string
-        return log_dir / name, self._log_prefix + name
+        return log_dir / name, self._stored_log_prefix + name
 
     def _make_parent_dirs(self, paths: Iterable[str]) -> None:
         for path in paths:
