@@ -1336,10 +1336,12 @@ async def open_session(
             stack.callback(db.close)
             if not config.dry_run:
                 await trio.to_thread.run_sync(db.recover)
-                writer = StoreWriter(db)
             history = await trio.to_thread.run_sync(db.load_history)
         for executor in executors:
             await stack.enter_async_context(executor)
+        if store and not config.dry_run:
+            # made last, right before the block that closes it: it holds a thread
+            writer = StoreWriter(db)
         async with trio.open_nursery() as store_nursery:
             if writer is not None:
                 store_nursery.start_soon(writer.run)

@@ -520,3 +520,16 @@ async def test_a_failed_write_is_a_clear_error_and_the_journal_stays(workdir: Pa
 
 async def _one_bag(n: int) -> None:
     await sf.bag(*[sf.Task(cmd=f"touch o{i}", outputs=f"o{i}", name=f"t{i}") for i in range(n)])
+
+
+async def test_an_executor_that_cannot_start_leaves_no_store_thread(workdir: Path) -> None:
+    # the store's writer holds a thread: a session that fails before its run (here a
+    # SLURM executor whose env_file is missing, or whose sbatch is not installed)
+    # must not leave it behind
+    import threading
+
+    slurm = sf.SlurmExecutor(env_file=workdir / "missing.env")
+    with pytest.raises(sf.ExecutorError):
+        async with sf.open_session(executors=[slurm]):
+            pass
+    assert not [t for t in threading.enumerate() if t.name == "scriptflow store writer"]
