@@ -710,19 +710,24 @@ class StoreWriter:
         """Hand over what is queued whenever there is something, at most every ``interval``.
 
         The journal already has every start on record, so a commit may wait: fewer,
-        larger transactions cost the disk far less than one per task.
+        larger transactions cost the disk far less than one per task. Checkpoints go
+        on beside, so that a slow fsync does not hold back the hand-overs.
         """
-        last_checkpoint = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._checkpoints, checkpoint_every)
+            while True:
+                await self._wake.wait()
+                self._wake, self._woken = trio.Event(), False
+                self._hand_over()
+                if self._failed is not None:
+                    raise self._failed
+                await trio.sleep(interval)
+
+    async def _checkpoints(self, every: float) -> None:
+        """Copy the WAL back every ``every`` seconds (PASSIVE: commits go on meanwhile)."""
         while True:
-            await self._wake.wait()
-            self._wake, self._woken = trio.Event(), False
-            self._hand_over()
-            if self._failed is not None:
-                raise self._failed
-            if trio.current_time() - last_checkpoint >= checkpoint_every:
-                await trio.to_thread.run_sync(self.store.checkpoint)
-                last_checkpoint = trio.current_time()
-            await trio.sleep(interval)
+            await trio.sleep(every)
+            await trio.to_thread.run_sync(self.store.checkpoint)
 
     def _hand_over(self) -> None:
         if self._pending:
