@@ -666,7 +666,7 @@ class StoreWriter:
     nursery, and ``await close()`` at the end.
 
     The event loop only turns records into rows (:meth:`Store.rows`) and hands them
-    over: every ``interval`` from :meth:`run`, and at once once ``batch`` records are
+    over: every ``interval`` from :meth:`run`, and at once when ``batch`` records are
     waiting, so that a long synchronous stretch of the flow (a bag of 10,000 tasks,
     decided in one go) is written while it goes on. The thread writes them in order,
     many rows to a statement, with the GIL released. With WAL and synchronous=NORMAL
