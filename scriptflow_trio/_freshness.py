@@ -57,8 +57,7 @@ def decide(
     if not inputs and len(paths) == len(outputs):  # no inputs, no globs: they must exist
         for path, full in zip(outputs, paths, strict=True):
             if _mtime(root, full) is None:
-                absent = all(_mtime(root, p) is None for p in paths if p != full)
-                return Decision(True, f"output {path} is missing", absent=absent)
+                return _missing(root, path, full, paths)
         return _UP_TO_DATE
     oldest: int | None = None
     oldest_name = ""
@@ -73,8 +72,7 @@ def decide(
         for path, full in matches:
             mtime = _mtime(root, full)
             if mtime is None:
-                absent = all(_mtime(root, p) is None for p in paths if p != full)
-                return Decision(True, f"output {path} is missing", absent=absent)
+                return _missing(root, path, full, paths)
             if oldest is None or mtime < oldest:
                 oldest, oldest_name = mtime, path
     assert oldest is not None
@@ -85,3 +83,9 @@ def decide(
         if mtime is not None and mtime > oldest:
             return Decision(True, f"input {path} is newer than output {oldest_name}", "newer")
     return _UP_TO_DATE
+
+
+def _missing(root: str, path: str | Glob, full: str, paths: Sequence[str]) -> Decision:
+    """Run: output ``path`` is missing; ``absent`` if no other literal output exists."""
+    absent = all(_mtime(root, p) is None for p in paths if p != full)
+    return Decision(True, f"output {path} is missing", absent=absent)

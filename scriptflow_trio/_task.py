@@ -228,12 +228,12 @@ class Task:
         put(self, "ncore", ncore)
         put(self, "timeout", timeout)
         put(self, "env", env)
-        put(self, "cwd", None if cwd is None else os.fspath(cwd))
+        put(self, "cwd", _fspath_or_none(cwd))
         put(self, "executor", executor)
         if freshness not in (None, "mtime", "hash"):
             raise ValueError(f"freshness must be 'mtime' or 'hash', not {freshness!r}")
         put(self, "freshness", freshness)
-        put(self, "result_file", None if result is None else os.fspath(result))
+        put(self, "result_file", _fspath_or_none(result))
         put(self, "name", name or self._default_name())
 
     # -- identity ---------------------------------------------------------------------
