@@ -328,6 +328,7 @@ class Store:
         self._db = connection
         self._lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing = threading.Lock()
         self._max_rows: dict[int, int] = {}  # rows per INSERT statement, by row width
 
     @classmethod
@@ -373,9 +374,14 @@ class Store:
         )
 
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database file (blocks on fsync: call from a thread)."""
+        """Copy the WAL back into the database file (blocks on fsync: call from a thread).
+
+        One at a time: the writer's periodic checkpoint may still run when its close
+        asks for the last one, and both use the same connection.
+        """
         if self._checkpointer is not None:
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._checkpointing:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- writing ----------------------------------------------------------------------
 
