@@ -1336,12 +1336,13 @@ async def open_session(
             stack.callback(db.close)
             if not config.dry_run:
                 await trio.to_thread.run_sync(db.recover)
+                # its process starts while the executors do; closed by the stack if one
+                # of them cannot start, else at the end of the block below
+                writer = StoreWriter(db, hold=lock.fileno())
+                stack.push_async_callback(writer.close)
             history = await trio.to_thread.run_sync(db.load_history)
         for executor in executors:
             await stack.enter_async_context(executor)
-        if store and not config.dry_run:
-            # made last, right before the block that closes it: it holds a thread
-            writer = StoreWriter(db)
         async with trio.open_nursery() as store_nursery:
             if writer is not None:
                 store_nursery.start_soon(writer.run)

@@ -1,15 +1,16 @@
-"""The embedded store: SQLite under the state directory, written in batches off the loop.
+"""The embedded store: SQLite under the state directory, written by a process of its own.
 
-Every record is serialized by this module's own cattrs converter into a JSON column,
-beside the few columns that queries need. The database runs in WAL mode with
-``synchronous=NORMAL``: a commit survives ``kill -9`` of the engine at any moment
-(SQLite's journal makes each commit atomic), and many commits do not mean many fsyncs.
-Writes go through :class:`StoreWriter`, which commits whatever piled up since its last
-commit in one transaction, in a thread of its own.
+Every record is serialized into a JSON column (by this module's own cattrs converter,
+or for the hot records by ``_storewrite``), beside the few columns that queries need.
+The database runs in WAL mode with ``synchronous=NORMAL``: a commit survives ``kill
+-9`` of the engine at any moment (SQLite's journal makes each commit atomic), and many
+commits do not mean many fsyncs. Writes go through :class:`StoreWriter`, which hands
+whatever piled up to the writer process (``_storewrite.py``) in one batch; the engine
+reads the store through its own connection.
 
 An attempt must be recorded as running before its process starts, yet waiting for a
-commit there would add a thread round trip to every task. So the start is appended to
-a journal file first (one ``write`` call, which like a commit survives the engine's
+commit there would add a round trip to every task. So the start is appended to a
+journal file first (one ``write`` call, which like a commit survives the engine's
 death), and the batch follows. A clean close empties the journal; the next session
 turns what a dead engine left in it into interrupted attempts.
 """
@@ -20,18 +21,22 @@ import functools
 import hashlib
 import json
 import os
-import queue
+import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 import trio
 
+from . import _storewrite
 from ._errors import StoreError
 from ._jsontext import dumps
+from ._storewrite import ATTEMPT, END, OUTCOME, RUN, START, Rows
+from .executors._spawner import frame, frames
 
 if TYPE_CHECKING:
     import cattrs
@@ -199,55 +204,6 @@ class OutcomeRow(NamedTuple):
     after: str  # the keys of the tasks that made its inputs, space-separated
 
 
-def _fingerprints_json(fps: tuple[Fingerprint, ...]) -> list[dict[str, Any]]:
-    out = []
-    for fp in fps:
-        d: dict[str, Any] = {"path": fp.path, "size": fp.size, "mtime_ns": fp.mtime_ns}
-        if fp.digest is not None:
-            d["digest"] = fp.digest
-        out.append(d)
-    return out
-
-
-def _end_json(end: AttemptEnd) -> str:
-    """The JSON of ``end.record()`` as the converter writes it, without building it."""
-    s = end.start
-    d: dict[str, Any] = {
-        "run_id": s.run_id,
-        "key": s.key,
-        "name": s.name,
-        "attempt": s.attempt,
-        "command": s.command,
-        "executor": s.executor,
-        "started": s.started,
-    }
-    if end.status is not AttemptStatus.RUNNING:
-        d["status"] = end.status.value
-    if end.log_path:
-        d["log_path"] = end.log_path
-    if end.job_id:
-        d["job_id"] = end.job_id
-    if end.host:
-        d["host"] = end.host
-    if end.ended is not None:
-        d["ended"] = end.ended
-    if end.returncode is not None:
-        d["returncode"] = end.returncode
-    if end.reason:
-        d["reason"] = end.reason
-    if end.inputs:
-        d["inputs"] = _fingerprints_json(end.inputs)
-    if end.outputs:
-        d["outputs"] = _fingerprints_json(end.outputs)
-    if end.result is not None:
-        d["result"] = end.result  # what a result file held: JSON already
-    if end.cpu_seconds is not None:
-        d["cpu_seconds"] = end.cpu_seconds
-    if end.max_rss is not None:
-        d["max_rss"] = end.max_rss
-    return dumps(d)
-
-
 def _run_json(run: RunRecord) -> str:
     """The JSON of ``run`` as the converter writes it (written twice per run)."""
     d: dict[str, Any] = {"run_id": run.run_id, "flow": run.flow, "started": run.started}
@@ -283,7 +239,47 @@ def _journal_line(line: str) -> AttemptRecord | None:
 
 
 Record = RunRecord | AttemptRecord | AttemptStart | AttemptEnd | TaskOutcome | OutcomeRow
-Rows = dict[str, list[tuple[Any, ...]]]  # table -> rows, in the order of its columns
+
+
+def _plain(record: Record) -> tuple[Any, ...]:
+    """``record`` as the writer process takes it: plain tuples (see ``_storewrite``).
+
+    Made on the event loop for every record: the frequent ones first, by exact type.
+    """
+    kind = type(record)
+    if kind is AttemptEnd:
+        e: AttemptEnd = record  # type: ignore[assignment]
+        return (
+            END,
+            tuple(e.start),
+            e.status.value,
+            e.ended,
+            e.log_path,
+            e.job_id,
+            e.host,
+            e.returncode,
+            e.reason,
+            [(f.path, f.size, f.mtime_ns, f.digest) for f in e.inputs] if e.inputs else (),
+            [(f.path, f.size, f.mtime_ns, f.digest) for f in e.outputs] if e.outputs else (),
+            e.result,
+            e.cpu_seconds,
+            e.max_rss,
+        )
+    if kind is OutcomeRow or kind is AttemptStart:
+        return (OUTCOME if kind is OutcomeRow else START, tuple(record))  # type: ignore[arg-type]
+    if isinstance(record, AttemptRecord):
+        a = record
+        made = a.status is AttemptStatus.SUCCEEDED
+        row = (a.run_id, a.key, a.attempt, a.name, a.status.value, a.started, _dump(a))
+        return (ATTEMPT, row, [(fp.path, a.key, a.command) for fp in a.outputs] if made else [])
+    if isinstance(record, TaskOutcome):
+        o = record
+        ended = (o.run_id, o.key, o.name, o.status, o.attempts, o.duration, o.ended)
+        return (OUTCOME, (*ended, " ".join(o.after)))
+    if isinstance(record, RunRecord):
+        r = record
+        return (RUN, (r.run_id, r.name, r.flow, r.started, r.status.value, _run_json(r)))
+    raise TypeError(f"not a record of the store: {record!r}")
 
 
 class TaskState(NamedTuple):
@@ -327,8 +323,6 @@ class Store:
         self.path = path
         self._db = connection
         self._lock = threading.Lock()
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpointing = threading.Lock()
         self._max_rows: dict[int, int] = {}  # rows per INSERT statement, by row width
 
     @classmethod
@@ -363,150 +357,24 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            if self._checkpointer is not None:
-                self._checkpointer.close()
 
-    def take_over_checkpoints(self) -> None:
-        """Stop commits from checkpointing: :meth:`checkpoint` will, from a thread."""
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10
-        )
-
-    def checkpoint(self) -> None:
-        """Copy the WAL back into the database file (blocks on fsync: call from a thread).
-
-        One at a time: the writer's periodic checkpoint may still run when its close
-        asks for the last one, and both use the same connection.
-        """
-        if self._checkpointer is not None:
-            with self._checkpointing:
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    # -- writing ----------------------------------------------------------------------
+    # -- writing (a session's records go through StoreWriter) --------------------------
 
     def apply(self, batch: Sequence[Record]) -> None:
         """Write a batch of records in one transaction (:meth:`rows`, then :meth:`write`)."""
         self.write(self.rows(batch))
 
     def rows(self, batch: Sequence[Record]) -> Rows:
-        """The rows of a batch of records, table by table; cheap: call it on the loop.
-
-        An attempt recorded as running and again as ended in the same batch is written
-        once, ended: the journal already had its start.
-        """
-        latest: dict[tuple[str, str, int], AttemptRecord | AttemptStart | AttemptEnd] = {}
-        outcomes: list[tuple[Any, ...]] = []
-        runs: list[tuple[Any, ...]] = []
-        for record in batch:
-            kind = type(record)  # the exact type first: the frequent ones are tuples
-            if kind is AttemptEnd:
-                end = cast(AttemptEnd, record)
-                latest[end.start.ident] = end
-            elif kind is OutcomeRow:
-                outcomes.append(cast(OutcomeRow, record))
-            elif kind is AttemptStart:
-                start = cast(AttemptStart, record)
-                latest[start.ident] = start
-            elif isinstance(record, AttemptRecord):
-                latest[record.run_id, record.key, record.attempt] = record
-            elif isinstance(record, TaskOutcome):
-                o = record
-                outcomes.append(
-                    (o.run_id, o.key, o.name, o.status, o.attempts, o.duration, o.ended)
-                    + (" ".join(o.after),)
-                )
-            elif isinstance(record, RunRecord):
-                runs.append(
-                    (
-                        record.run_id,
-                        record.name,
-                        record.flow,
-                        record.started,
-                        record.status.value,
-                        _run_json(record),
-                    )
-                )
-        attempt_rows: list[tuple[Any, ...]] = []
-        task_rows: list[tuple[Any, ...]] = []
-        file_rows: list[tuple[str, str, str]] = []
-        succeeded = AttemptStatus.SUCCEEDED
-        for r in latest.values():
-            if type(r) is AttemptStart:
-                r = AttemptEnd(r, AttemptStatus.RUNNING, None, r.log_path, r.job_id)
-            if type(r) is AttemptEnd:
-                s = r.start
-                status = r.status.value
-                attempt_rows.append(
-                    (s.run_id, s.key, s.attempt, s.name, status, s.started, _end_json(r))
-                )
-                task_rows.append((s.key, s.name, status, s.run_id, s.attempt))
-                if r.status is succeeded:
-                    file_rows.extend((fp.path, s.key, s.command) for fp in r.outputs)
-                continue
-            a: AttemptRecord = r  # type: ignore[assignment]
-            status = a.status.value
-            attempt_rows.append((a.run_id, a.key, a.attempt, a.name, status, a.started, _dump(a)))
-            task_rows.append((a.key, a.name, status, a.run_id, a.attempt))
-            if a.status is succeeded:
-                file_rows.extend((fp.path, a.key, a.command) for fp in a.outputs)
-        return {
-            "runs": runs,
-            "attempts": attempt_rows,
-            "tasks": task_rows,
-            "files": file_rows,
-            "run_tasks": outcomes,
-        }
+        """The rows of a batch of records, table by table (see ``_storewrite.rows``)."""
+        return _storewrite.rows([_plain(r) for r in batch])
 
     def write(self, rows: Rows) -> None:
-        """Write the rows of :meth:`rows` in one transaction; safe from a worker thread.
-
-        Rows go many to a statement (``INSERT ... VALUES (...), (...), ...``): SQLite
-        then runs a whole chunk with the GIL released, where ``executemany`` takes the
-        GIL back for every row. From a thread, one row at a time cost the event loop
-        more than writing on it; a chunk at a time leaves it nearly all of its core.
-        """
+        """Write the rows of :meth:`rows` in one transaction, from this process."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN")
             try:
-                for table, values in rows.items():
-                    if values:
-                        self._insert(table, values)
-                db.execute("COMMIT")
-            except BaseException as exc:
-                db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(
-                        f"the store {self.path} cannot be written ({exc}): free the disk or "
-                        "fix what blocks it, and run again; the tasks it could not record "
-                        "will run again (its journal keeps them as interrupted)"
-                    ) from None
-                raise
-
-    def _insert(self, table: str, values: Sequence[tuple[Any, ...]]) -> None:
-        """``INSERT OR REPLACE`` ``values`` into ``table``, in chunks of a few fixed sizes.
-
-        A power of two rows per statement, up to what SQLite binds in one statement: a
-        handful of statement texts, each prepared once and kept in the connection's
-        statement cache.
-        """
-        width = len(values[0])
-        most = self._max_rows.get(width)
-        if most is None:
-            fits = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
-            most = self._max_rows[width] = 1 << max(0, min(10, fits.bit_length() - 1))
-        row = f"({','.join('?' * width)})"
-        done, total = 0, len(values)
-        size = most
-        while done < total:
-            while size > total - done:
-                size >>= 1
-            sql = f"INSERT OR REPLACE INTO {table} VALUES {','.join([row] * size)}"
-            end = done + size
-            while end <= total:
-                self._db.execute(sql, [v for r in values[done:end] for v in r])
-                done, end = end, end + size
+                _storewrite.write(self._db, rows, self._max_rows)
+            except sqlite3.Error as exc:
+                raise StoreError(_cannot_write(self.path, str(exc))) from None
 
     def recover(self) -> None:
         """Settle what an engine that died left behind; call with the lock held.
@@ -664,45 +532,65 @@ def open_existing(state_dir: Path) -> Store:
     return Store.open(state_dir)
 
 
+def _cannot_write(path: Path, why: str) -> str:
+    return (
+        f"the store {path} cannot be written ({why}): free the disk or fix what blocks it, "
+        "and run again; the tasks it could not record will run again (its journal keeps "
+        "them as interrupted)"
+    )
+
+
+# run as a module, not a script, so that its bytecode is cached
+_LAUNCH = (
+    "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; import _storewrite; "
+    "sys.exit(_storewrite.main(sys.argv))"
+)
+
+
 class StoreWriter:
-    """Commits records in batches, from a thread of its own, while the flow goes on.
+    """Hands records to the writer process in batches, while the flow goes on.
 
     ``write`` queues a record; ``started`` also appends it to the journal at once, so
     that it is on record before the attempt's process starts. Run :meth:`run` in a
-    nursery, and ``await close()`` at the end.
+    nursery, and ``await close()`` at the end (also when :meth:`run` never ran).
 
-    The event loop only turns records into rows (:meth:`Store.rows`) and hands them
-    over: every ``interval`` from :meth:`run`, and at once when ``batch`` records are
-    waiting, so that a long synchronous stretch of the flow (a bag of 10,000 tasks,
-    decided in one go) is written while it goes on. The thread writes them in order,
-    many rows to a statement, with the GIL released. With WAL and synchronous=NORMAL
-    a commit only appends to the WAL file; copying the WAL back into the database,
-    with its fsyncs, is done by a second connection, in a worker thread too.
+    The event loop only turns records into plain tuples and hands them over, marshal'd
+    (C code): every ``interval`` from :meth:`run`, and at once when ``batch`` records
+    are waiting, so that a long synchronous stretch of the flow (a bag of 10,000 tasks,
+    decided in one go) is written while it goes on. The writer (``_storewrite.py``)
+    turns them into rows and commits them on the other core. It holds ``hold`` (the
+    state directory's lock) until it ends, so that no session opens the store while
+    it still writes what a dead engine handed over. Where no process can be started,
+    the same writer runs in a thread.
     """
 
-    def __init__(self, store: Store, *, batch: int = 1000) -> None:
+    def __init__(self, store: Store, *, hold: int | None = None, batch: int = 1000) -> None:
         self.store = store
         self._batch = batch
         self._pending: list[Record] = []
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
+        self.batches = 0
+        self._outbox = bytearray()  # what the socket would not take at once
+        self._inbox = bytearray()
+        self._failed: StoreError | None = None
+        self._ended = False  # the writer's end of the socket is closed
+        self._closed = False
+        self._scope: trio.CancelScope | None = None  # run()'s, while it runs
+        self._stopped = trio.Event()  # run() is over
         self._journal = os.open(
             store.path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
-        self.batches = 0
-        self._rows: queue.SimpleQueue[Rows | None] = queue.SimpleQueue()
-        self._failed: BaseException | None = None  # what the thread's last write raised
-        self._thread = threading.Thread(
-            target=self._write_rows, name="scriptflow store writer", daemon=True
-        )
-        store.take_over_checkpoints()
-        self._thread.start()
+        self._sock, self._writer = _start_writer(store.path, hold)
 
     def write(self, record: Record) -> None:
         pending = self._pending
         pending.append(record)
         if len(pending) >= self._batch:
             self._hand_over()
+            if self._outbox and not self._woken:  # run() sends the rest
+                self._woken = True
+                self._wake.set()
         elif not self._woken:
             self._woken = True
             self._wake.set()
@@ -712,58 +600,187 @@ class StoreWriter:
         os.write(self._journal, (dumps(start) + "\n").encode())
         self.write(start)
 
-    async def run(self, interval: float = 0.2, checkpoint_every: float = 2.0) -> None:
+    async def run(self, interval: float = 0.2) -> None:
         """Hand over what is queued whenever there is something, at most every ``interval``.
 
         The journal already has every start on record, so a commit may wait: fewer,
-        larger transactions cost the disk far less than one per task. Checkpoints go
-        on beside, so that a slow fsync does not hold back the hand-overs.
+        larger transactions cost the disk far less than one per task. A write that
+        fails in the writer is raised here, as soon as the writer says so.
         """
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._checkpoints, checkpoint_every)
-            while True:
-                await self._wake.wait()
-                self._wake, self._woken = trio.Event(), False
-                self._hand_over()
-                if self._failed is not None:
-                    raise self._failed
-                await trio.sleep(interval)
-
-    async def _checkpoints(self, every: float) -> None:
-        """Copy the WAL back every ``every`` seconds (PASSIVE: commits go on meanwhile)."""
-        while True:
-            await trio.sleep(every)
-            await trio.to_thread.run_sync(self.store.checkpoint)
+        if self._closed:  # close() came first, and does it all
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._listen)
+                while True:
+                    await self._wake.wait()
+                    self._wake, self._woken = trio.Event(), False
+                    self._hand_over()
+                    await self._send_all()
+                    if self._failed is not None:
+                        raise self._failed
+                    await trio.sleep(interval)
+        finally:
+            self._stopped.set()
 
     def _hand_over(self) -> None:
-        if self._pending:
+        if self._pending and not self._ended:
             batch, self._pending = self._pending, []
-            self._rows.put(self.store.rows(batch))
+            data = frame([_plain(r) for r in batch])
             self.batches += 1
+            if self._outbox:
+                self._outbox += data
+                return
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(f"the store writer cannot be reached ({exc})")
+                return
+            if sent < len(data):
+                self._outbox += memoryview(data)[sent:]
 
-    def _write_rows(self) -> None:
-        """The thread: write each batch in turn; after a failure, none (close raises it)."""
-        while (rows := self._rows.get()) is not None:
-            if self._failed is None:
-                try:
-                    self.store.write(rows)
-                except BaseException as exc:  # raised by run() or close(), on the loop
-                    self._failed = exc
+    async def _send_all(self) -> None:
+        while self._outbox and not self._ended:
+            await trio.lowlevel.wait_writable(self._sock)
+            try:
+                sent = self._sock.send(self._outbox)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._lost(f"the store writer cannot be reached ({exc})")
+                return
+            del self._outbox[:sent]
+
+    async def _listen(self) -> None:
+        while not self._ended:
+            await self._receive()
+        if self._failed is not None and not self._woken:
+            self._woken = True
+            self._wake.set()  # run() raises it
+
+    async def _receive(self) -> None:
+        """Read what the writer says: an error as soon as a write fails, then its end."""
+        await trio.lowlevel.wait_readable(self._sock)
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost("the store writer ended before it had written everything")
+            return
+        self._inbox += data
+        for message in frames(self._inbox):
+            if message[1]:  # ("error", why) or ("closed", why): a write failed
+                self._fail(message[1])
+                if not self._woken:
+                    self._woken = True
+                    self._wake.set()
+            if message[0] == "closed":
+                self._ended = True
+
+    def _fail(self, why: str) -> None:
+        if self._failed is None:
+            self._failed = StoreError(_cannot_write(self.store.path, why))
+
+    def _lost(self, why: str) -> None:
+        self._ended = True
+        self._fail(why)
 
     async def close(self) -> None:
-        """Write everything queued, then empty the journal (shielded: runs at shutdown).
+        """Hand over everything queued, wait for the writer to end, then empty the journal.
 
-        If a write failed, the journal stays: the next session recovers from it.
+        Shielded: runs at shutdown. If a write failed, the journal stays: the next
+        session recovers from it.
         """
+        if self._closed:
+            return
+        self._closed = True
         with trio.CancelScope(shield=True):
-            self._hand_over()
-            self._rows.put(None)
-            await trio.to_thread.run_sync(self._thread.join)
+            if self._scope is not None:  # run() and its listener: the rest happens here
+                self._scope.cancel()
+                await self._stopped.wait()
+            try:
+                self._hand_over()
+                await self._send_all()
+                if not self._ended:
+                    try:
+                        self._sock.shutdown(socket.SHUT_WR)  # the writer's end of input
+                    except OSError:
+                        pass
+                while not self._ended:
+                    await self._receive()
+            finally:
+                self._sock.close()
+                await self._reap()
             if self._failed is not None:
+                os.close(self._journal)
                 raise self._failed
-            await trio.to_thread.run_sync(self.store.checkpoint)
             os.ftruncate(self._journal, 0)
             os.close(self._journal)
+
+    async def _reap(self) -> None:
+        writer = self._writer
+        if isinstance(writer, threading.Thread):
+            await trio.to_thread.run_sync(writer.join)
+        else:  # its socket is closed: it is ending, if not gone
+            await trio.to_thread.run_sync(os.waitpid, writer, 0)
+
+
+def _start_writer(path: Path, hold: int | None) -> tuple[socket.socket, int | threading.Thread]:
+    """The writer process, fed by a socket; a thread running the same loop where that fails.
+
+    Its descriptors go above every descriptor the file actions read, so that no action
+    overwrites what a later one copies. It starts in a session of its own: no signal
+    from the terminal reaches it, and it ends when the engine closes its socket or dies.
+    """
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    mine.setblocking(False)
+    try:
+        if sys.executable and hasattr(os, "posix_spawn"):
+            sources = [theirs.fileno()] + ([hold] if hold is not None else [])
+            first = max(sources) + 1
+            here = os.path.dirname(os.path.abspath(__file__))
+            try:
+                pid = os.posix_spawn(
+                    sys.executable,
+                    [sys.executable, "-I", "-S", "-c", _LAUNCH, here]
+                    + [os.path.join(here, "executors"), str(first), str(path)],
+                    os.environ,
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    ]
+                    + [(os.POSIX_SPAWN_DUP2, fd, first + i) for i, fd in enumerate(sources)],
+                    setsid=True,
+                )
+            except (OSError, NotImplementedError):
+                pass
+            else:
+                theirs.close()
+                return mine, pid
+        thread = threading.Thread(
+            target=_serve_in_thread, args=(theirs, str(path)), name="scriptflow store writer"
+        )
+        thread.daemon = True
+        thread.start()
+    except BaseException:
+        mine.close()
+        theirs.close()
+        raise
+    return mine, thread
+
+
+def _serve_in_thread(sock: socket.socket, path: str) -> None:
+    try:
+        _storewrite.main(["", str(sock.fileno()), path])
+    finally:
+        sock.close()
 
 
 def fingerprint(root: str, path: str, *, digest: bool = False) -> Fingerprint | None:

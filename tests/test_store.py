@@ -19,6 +19,7 @@ import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
 from scriptflow_trio._records import AttemptStatus, RunRecord, RunStatus
 from scriptflow_trio._store import Store
+from scriptflow_trio.testing import FakeExecutor
 
 PY = sys.executable
 
@@ -68,6 +69,25 @@ def recorded_successes(root: Path) -> set[int]:
     return {int(name.removeprefix("t")) for (name,) in rows}
 
 
+def wait_until_unlocked(lock: Path, timeout: float = 10.0) -> None:
+    """Wait until no process holds the state directory's lock."""
+    import fcntl
+
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{lock} is still held"
+                time.sleep(0.02)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def test_kill_9_resumes_without_trusting_interrupted_outputs(tmp_path: Path) -> None:
     (tmp_path / "flows.py").write_text(TEN_TASKS)
     engine = cli(tmp_path, "flows.py", "ten", "-j", "2", "--plain")
@@ -79,8 +99,10 @@ def test_kill_9_resumes_without_trusting_interrupted_outputs(tmp_path: Path) -> 
     started_before = set(counts(tmp_path))
     engine.send_signal(signal.SIGKILL)
     engine.communicate(timeout=10)
-    # what the store had committed when the engine died is what counts as done: a task
-    # that ended in its last moments, before its batch was written, is interrupted
+    # the store's writer outlives the engine to write what it had been handed, holding
+    # the lock until it ends; what the store then has is what counts as done: a task
+    # that ended in the engine's last moments, before its batch went over, is interrupted
+    wait_until_unlocked(tmp_path / ".scriptflow" / "lock")
     done_before = recorded_successes(tmp_path)
     interrupted = started_before - done_before
     assert len(done_before) >= 4 and interrupted
@@ -413,9 +435,11 @@ def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
 
 
 def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
-    # the store writes an ended attempt's JSON without building its AttemptRecord: the
-    # JSON must be the record's, as the store's converter makes and reads it
-    from scriptflow_trio import _store
+    # the writer makes an attempt's JSON from plain tuples, without its AttemptRecord:
+    # the JSON must be the record's, as the store's converter makes and reads it
+    import marshal
+
+    from scriptflow_trio import _store, _storewrite
     from scriptflow_trio._records import Fingerprint
 
     start = _store.AttemptStart("r1", "k" * 40, "solve-1", 2, "python solve.py", "local", 1.5, "l")
@@ -439,10 +463,14 @@ def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
         ),
     ]
     converter = _store._converter()
-    for end in ends:
+    for end in [start, *ends]:
         record = end.record()
-        assert json.loads(_store._end_json(end)) == converter.unstructure(record)
-        assert _store._load(_store._end_json(end), type(record)) == record
+        # as the writer process gets it: plain tuples, through marshal
+        plain = marshal.loads(marshal.dumps([_store._plain(end)]))
+        (row,) = _storewrite.rows(plain)["attempts"]
+        assert row[:6] == ("r1", "k" * 40, 2, "solve-1", record.status.value, 1.5)
+        assert json.loads(row[6]) == converter.unstructure(record)
+        assert _store._load(row[6], type(record)) == record
     runs = [
         RunRecord("r1", "flow", 1.5),
         RunRecord(
@@ -507,8 +535,6 @@ def test_batches_of_any_size_are_written_whole_and_in_order(
 async def test_a_failed_write_is_a_clear_error_and_the_journal_stays(workdir: Path) -> None:
     # a real SQLite failure on a real store: a trigger that aborts every run_tasks row,
     # as a full disk would abort the commit; the writer thread's error reaches the flow
-    from scriptflow_trio.testing import FakeExecutor
-
     async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
         await session.run(_one_bag, 3)
     db = sqlite3.connect(workdir / ".scriptflow" / "store.sqlite")
@@ -538,14 +564,87 @@ async def _one_bag(n: int) -> None:
     await sf.bag(*[sf.Task(cmd=f"touch o{i}", outputs=f"o{i}", name=f"t{i}") for i in range(n)])
 
 
-async def test_an_executor_that_cannot_start_leaves_no_store_thread(workdir: Path) -> None:
-    # the store's writer holds a thread: a session that fails before its run (here a
-    # SLURM executor whose env_file is missing, or whose sbatch is not installed)
-    # must not leave it behind
-    import threading
-
+async def test_an_executor_that_cannot_start_leaves_no_store_writer(workdir: Path) -> None:
+    # the store's writer is a process, started before the executors: a session that
+    # fails before its run (here a SLURM executor whose env_file is missing, or whose
+    # sbatch is not installed) must end it, and free the lock
+    before = children()
     slurm = sf.SlurmExecutor(env_file=workdir / "missing.env")
     with pytest.raises(sf.ExecutorError):
         async with sf.open_session(executors=[slurm]):
             pass
+    assert not children() - before  # ended and reaped
+    async with sf.open_session(executors=[FakeExecutor()]):  # the lock is free at once
+        pass
+
+
+def children() -> set[int]:
+    """This process's child processes, zombies included (Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+async def _slow_bag(n: int) -> None:
+    await sf.bag(*[sf.Task(cmd=f"touch s{i}", outputs=f"s{i}", name=f"s{i}") for i in range(n)])
+
+
+async def test_a_store_writer_that_dies_is_a_clear_error_and_nothing_is_trusted(
+    workdir: Path,
+) -> None:
+    # a real death: the writer process is killed while the flow runs (as the OOM killer
+    # might); the flow stops with a StoreError, and what it did is done again next time
+    before = children()
+
+    async def kill_the_writer() -> None:
+        await sf.bag(*[sf.Task(cmd=f"touch a{i}", outputs=f"a{i}", name=f"a{i}") for i in range(5)])
+        (writer,) = children() - before
+        os.kill(writer, signal.SIGKILL)
+        await _slow_bag(200)
+
+    fake = FakeExecutor(slots=2, duration=0.005)
+    with pytest.raises(BaseException) as caught:
+        async with sf.open_session(executors=[fake]) as session:
+            await session.run(kill_the_writer)
+    errors = (
+        caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    )
+    stores = [e for e in errors if isinstance(e, sf.StoreError)]
+    assert stores and "store writer ended" in str(stores[0]), errors
+    assert "run again" in str(stores[0])
+    assert (workdir / ".scriptflow" / "journal").read_text()  # kept for the next session
+    assert not children() - before  # reaped
+    ran = Recorder()
+    async with sf.open_session(executors=[FakeExecutor(slots=2)], listeners=[ran]) as session:
+        await session.run(_slow_bag, 200)
+    assert len(ran.of(ev.AttemptStarted)) == 200  # none of them was taken as done
+
+
+async def test_where_no_process_can_start_the_writer_runs_in_a_thread(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an embedding interpreter without sys.executable cannot start the writer process:
+    # the same writer runs in a thread, and the store is written all the same
+    import threading
+
+    monkeypatch.setattr(sys, "executable", "")
+    before = children()
+    threads: list[str] = []
+
+    async def flow() -> None:
+        await _slow_bag(50)
+        threads.extend(t.name for t in threading.enumerate())
+
+    async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
+        await session.run(flow)
+    assert "scriptflow store writer" in threads
+    assert not children() - before
     assert not [t for t in threading.enumerate() if t.name == "scriptflow store writer"]
+    history = Store.open(workdir / ".scriptflow").load_history()
+    assert [history.tasks[k].status for k in history.tasks] == [AttemptStatus.SUCCEEDED] * 50
+    assert (workdir / ".scriptflow" / "journal").read_text() == ""

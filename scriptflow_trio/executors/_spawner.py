@@ -64,13 +64,13 @@ _CHUNK = 1 << 16
 _KIB = 1024  # ru_maxrss is in KiB on Linux
 
 
-def frame(message: tuple) -> bytes:
+def frame(message: tuple | list) -> bytes:
     """``message`` as it travels: its length, then its marshal'd bytes."""
     data = marshal.dumps(message)
     return LENGTH.pack(len(data)) + data
 
 
-def frames(buffer: bytearray) -> list[tuple]:
+def frames(buffer: bytearray) -> list:
     """The whole messages at the start of ``buffer``, which loses them."""
     messages = []
     view = memoryview(buffer)

@@ -1,0 +1,279 @@
+"""The store's writer: records in, SQLite rows out, in a small process of its own.
+
+The engine (``StoreWriter`` in ``_store.py``) runs this module as ``python -I -S -c
+"..." DIRS FD DB`` with the standard library only (and, of this package, the modules
+``_jsontext`` and ``_spawner``, which need nothing else), so that it starts in a few
+milliseconds. It reads batches of records from its socket, turns them into rows and
+writes them, each read's worth in one transaction.
+
+Why a process: turning a record into rows and its JSON, and binding the rows, is
+Python work that held the GIL, in the event loop's thread or beside it. Here the
+engine only turns its records into plain tuples and marshals them (C code), and the
+writer does the rest on the other core. A batch handed over also survives the
+engine's death: the writer reads what is in the socket to the end, writes it, and
+ends.
+
+Records travel as plain tuples, the first item saying what they are (``START``,
+``END``, ...; see ``_store._plain``), batched: a marshal'd list behind its length, as
+``_spawner`` frames its messages. The writer answers once, at the end (the engine
+closed its end, or died): ``("closed", error)``, error being "" when every batch was
+written; and ``("error", message)`` as soon as a write fails, after which it writes
+nothing more (the engine keeps its journal, and the next session recovers from it).
+
+:func:`rows` and :func:`write` are also what the engine uses in its own process
+(recovery at open, tests).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+if __package__:  # in the engine: scriptflow_trio._storewrite
+    from ._jsontext import dumps
+    from .executors._spawner import frame, frames
+else:  # the writer process, run from the package's directories
+    from _jsontext import dumps  # type: ignore[import-not-found, no-redef]
+    from _spawner import frame, frames  # type: ignore[import-not-found, no-redef]
+
+# what a plain record is: its first item
+START = 0  # (START, (run_id, key, name, attempt, command, executor, started, log_path, job_id))
+END = 1  # (END, start, status, ended, log_path, job_id, host, returncode, reason,
+#            inputs, outputs, result, cpu_seconds, max_rss); fingerprints as 4-tuples
+OUTCOME = 2  # (OUTCOME, run_tasks row)
+ATTEMPT = 3  # (ATTEMPT, attempts row, files rows): an attempt written whole, as it is
+RUN = 4  # (RUN, runs row)
+
+Rows = dict[str, list[tuple[Any, ...]]]  # table -> rows, in the order of its columns
+_NO_FINGERPRINTS: tuple[tuple[str, int, int, str | None], ...] = ()
+
+
+def end_json(
+    start: Sequence[Any],
+    status: str,
+    ended: float | None,
+    log_path: str,
+    job_id: str,
+    host: str = "",
+    returncode: int | None = None,
+    reason: str = "",
+    inputs: Sequence[Sequence[Any]] = _NO_FINGERPRINTS,
+    outputs: Sequence[Sequence[Any]] = _NO_FINGERPRINTS,
+    result: Any = None,
+    cpu_seconds: float | None = None,
+    max_rss: int | None = None,
+) -> str:
+    """The JSON of the attempt's ``AttemptRecord``, as the store's converter writes it.
+
+    Defaults are left out, as the converter leaves them out (``omit_if_default``).
+    """
+    d: dict[str, Any] = {
+        "run_id": start[0],
+        "key": start[1],
+        "name": start[2],
+        "attempt": start[3],
+        "command": start[4],
+        "executor": start[5],
+        "started": start[6],
+    }
+    if status != "running":
+        d["status"] = status
+    if log_path:
+        d["log_path"] = log_path
+    if job_id:
+        d["job_id"] = job_id
+    if host:
+        d["host"] = host
+    if ended is not None:
+        d["ended"] = ended
+    if returncode is not None:
+        d["returncode"] = returncode
+    if reason:
+        d["reason"] = reason
+    if inputs:
+        d["inputs"] = _fingerprints_json(inputs)
+    if outputs:
+        d["outputs"] = _fingerprints_json(outputs)
+    if result is not None:
+        d["result"] = result  # what a result file held: JSON already
+    if cpu_seconds is not None:
+        d["cpu_seconds"] = cpu_seconds
+    if max_rss is not None:
+        d["max_rss"] = max_rss
+    return dumps(d)
+
+
+def _fingerprints_json(fps: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    out = []
+    for path, size, mtime_ns, digest in fps:
+        d: dict[str, Any] = {"path": path, "size": size, "mtime_ns": mtime_ns}
+        if digest is not None:
+            d["digest"] = digest
+        out.append(d)
+    return out
+
+
+def rows(batch: Iterable[Sequence[Any]]) -> Rows:
+    """The rows of a batch of plain records, table by table, in order.
+
+    An attempt recorded as running and again as ended in the same batch is written
+    once, ended: the journal already had its start.
+    """
+    latest: dict[tuple[str, str, int], Sequence[Any]] = {}
+    outcomes: list[tuple[Any, ...]] = []
+    runs: list[tuple[Any, ...]] = []
+    for record in batch:
+        kind = record[0]
+        if kind == END or kind == START:
+            s = record[1]
+            latest[s[0], s[1], s[3]] = record
+        elif kind == OUTCOME:
+            outcomes.append(record[1])
+        elif kind == ATTEMPT:
+            a = record[1]
+            latest[a[0], a[1], a[2]] = record
+        elif kind == RUN:
+            runs.append(record[1])
+    attempt_rows: list[tuple[Any, ...]] = []
+    task_rows: list[tuple[Any, ...]] = []
+    file_rows: list[tuple[Any, ...]] = []
+    for record in latest.values():
+        kind = record[0]
+        if kind == ATTEMPT:
+            a = record[1]
+            attempt_rows.append(a)
+            task_rows.append((a[1], a[3], a[4], a[0], a[2]))
+            file_rows.extend(record[2])
+            continue
+        s = record[1]
+        if kind == START:
+            status = "running"
+            text = end_json(s, status, None, s[7], s[8])
+        else:
+            status = record[2]
+            text = end_json(s, *record[2:])
+            if status == "succeeded":
+                file_rows.extend([(fp[0], s[1], s[4]) for fp in record[10]])
+        attempt_rows.append((s[0], s[1], s[3], s[2], status, s[6], text))
+        task_rows.append((s[1], s[2], status, s[0], s[3]))
+    return {
+        "runs": runs,
+        "attempts": attempt_rows,
+        "tasks": task_rows,
+        "files": file_rows,
+        "run_tasks": outcomes,
+    }
+
+
+def write(db: sqlite3.Connection, tables: Rows, max_rows: dict[int, int]) -> None:
+    """Write ``tables`` in one transaction (rolled back, and the error raised, on failure).
+
+    Rows go many to a statement (``INSERT ... VALUES (...), (...), ...``): a power of
+    two rows each, up to what SQLite binds in one statement, so that a handful of
+    statement texts, prepared once, serve. ``max_rows`` caches that bound by row width.
+    """
+    db.execute("BEGIN")
+    try:
+        for table, values in tables.items():
+            if values:
+                _insert(db, table, values, max_rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _insert(
+    db: sqlite3.Connection, table: str, values: Sequence[tuple[Any, ...]], max_rows: dict[int, int]
+) -> None:
+    width = len(values[0])
+    most = max_rows.get(width)
+    if most is None:
+        fits = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+        most = max_rows[width] = 1 << max(0, min(10, fits.bit_length() - 1))
+    row = f"({','.join('?' * width)})"
+    done, total = 0, len(values)
+    size = most
+    while done < total:
+        while size > total - done:
+            size >>= 1
+        sql = f"INSERT OR REPLACE INTO {table} VALUES {','.join([row] * size)}"
+        end = done + size
+        while end <= total:
+            db.execute(sql, [v for r in values[done:end] for v in r])
+            done, end = end, end + size
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection that writes: WAL (set when the store was made), synchronous=NORMAL."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def serve(fd: int, path: str) -> None:
+    """Write what arrives on ``fd`` until its end, then checkpoint and say how it went.
+
+    Everything that arrived by the time one write is over goes into the next: when the
+    engine hands over faster than the disk commits, transactions grow, not the queue.
+    """
+    failed = ""
+    try:
+        db = connect(path)
+    except sqlite3.Error as exc:
+        failed = str(exc)
+        _send(fd, ("error", failed))
+    max_rows: dict[int, int] = {}
+    inbox = bytearray()
+    while data := _read(fd):
+        inbox += data
+        batches = frames(inbox)
+        if failed or not batches:
+            continue
+        try:
+            write(db, rows([r for batch in batches for r in batch]), max_rows)
+        except sqlite3.Error as exc:
+            failed = str(exc)
+            _send(fd, ("error", failed))
+    if not failed:
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # the next session's connection checkpoints
+        db.close()
+    _send(fd, ("closed", failed))
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 20)
+    except ConnectionResetError:
+        return b""
+
+
+def _send(fd: int, message: tuple[Any, ...]) -> None:
+    try:
+        view = memoryview(frame(message))
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass  # the engine is gone: nobody to tell
+
+
+def main(argv: list[str]) -> int:
+    fd, path = int(argv[1]), argv[2]
+    try:
+        serve(fd, path)
+    except BaseException:
+        import traceback
+
+        _send(fd, ("closed", "the store writer failed: " + traceback.format_exc()))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
