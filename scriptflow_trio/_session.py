@@ -39,6 +39,7 @@ from ._records import (
     RunStatus,
 )
 from ._store import (
+    STORE_FILE,
     AttemptEnd,
     AttemptStart,
     History,
@@ -1332,14 +1333,13 @@ async def open_session(
                 lock = StateLock(state)
                 lock.acquire()
                 stack.callback(lock.release)
+                # closed by the stack if what follows fails, else at the end of the block
+                writer = StoreWriter(state / STORE_FILE, hold=lock.fileno())
+                stack.push_async_callback(writer.close)
             db = await trio.to_thread.run_sync(Store.open, state)
             stack.callback(db.close)
             if not config.dry_run:
                 await trio.to_thread.run_sync(db.recover)
-                # its process starts while the executors do; closed by the stack if one
-                # of them cannot start, else at the end of the block below
-                writer = StoreWriter(db, hold=lock.fileno())
-                stack.push_async_callback(writer.close)
             history = await trio.to_thread.run_sync(db.load_history)
         for executor in executors:
             await stack.enter_async_context(executor)

@@ -27,10 +27,12 @@ nothing more (the engine keeps its journal, and the next session recovers from i
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+
+try:  # the C module alone: the sqlite3 package also imports datetime, a fifth of the start
+    import _sqlite3 as sqlite3  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without it
+    import sqlite3  # type: ignore[no-redef]
 
 if __package__:  # in the engine: scriptflow_trio._storewrite
     from ._jsontext import dumps
@@ -38,6 +40,13 @@ if __package__:  # in the engine: scriptflow_trio._storewrite
 else:  # the writer process, run from the package's directories
     from _jsontext import dumps  # type: ignore[import-not-found, no-redef]
     from _spawner import frame, frames  # type: ignore[import-not-found, no-redef]
+
+TYPE_CHECKING = False  # typing itself would be a third of the start
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
+    Rows = dict[str, list[tuple[Any, ...]]]  # table -> rows, in the order of its columns
 
 # what a plain record is: its first item
 START = 0  # (START, (run_id, key, name, attempt, command, executor, started, log_path, job_id))
@@ -47,7 +56,6 @@ OUTCOME = 2  # (OUTCOME, run_tasks row)
 ATTEMPT = 3  # (ATTEMPT, attempts row, files rows): an attempt written whole, as it is
 RUN = 4  # (RUN, runs row)
 
-Rows = dict[str, list[tuple[Any, ...]]]  # table -> rows, in the order of its columns
 _NO_FINGERPRINTS: tuple[tuple[str, int, int, str | None], ...] = ()
 
 
@@ -221,11 +229,7 @@ def serve(fd: int, path: str) -> None:
     engine hands over faster than the disk commits, transactions grow, not the queue.
     """
     failed = ""
-    try:
-        db = connect(path)
-    except sqlite3.Error as exc:
-        failed = str(exc)
-        _send(fd, ("error", failed))
+    db = None  # connected when the first batch comes: the engine may still be opening it
     max_rows: dict[int, int] = {}
     inbox = bytearray()
     while data := _read(fd):
@@ -234,11 +238,12 @@ def serve(fd: int, path: str) -> None:
         if failed or not batches:
             continue
         try:
+            db = db or connect(path)
             write(db, rows([r for batch in batches for r in batch]), max_rows)
         except sqlite3.Error as exc:
             failed = str(exc)
             _send(fd, ("error", failed))
-    if not failed:
+    if db is not None and not failed:
         try:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:

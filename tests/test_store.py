@@ -532,15 +532,18 @@ def test_batches_of_any_size_are_written_whole_and_in_order(
     store.close()
 
 
+FULL_DISK = (
+    "CREATE TRIGGER full BEFORE INSERT ON run_tasks BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+)
+
+
 async def test_a_failed_write_is_a_clear_error_and_the_journal_stays(workdir: Path) -> None:
     # a real SQLite failure on a real store: a trigger that aborts every run_tasks row,
     # as a full disk would abort the commit; the writer thread's error reaches the flow
     async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
         await session.run(_one_bag, 3)
     db = sqlite3.connect(workdir / ".scriptflow" / "store.sqlite")
-    db.execute(
-        "CREATE TRIGGER full BEFORE INSERT ON run_tasks BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-    )
+    db.execute(FULL_DISK)
     db.close()
     with pytest.raises(BaseException) as caught:
         async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
@@ -603,6 +606,9 @@ async def test_a_store_writer_that_dies_is_a_clear_error_and_nothing_is_trusted(
 
     async def kill_the_writer() -> None:
         await sf.bag(*[sf.Task(cmd=f"touch a{i}", outputs=f"a{i}", name=f"a{i}") for i in range(5)])
+        with trio.fail_after(5):  # it starts with the first hand-over, 0.2 s in
+            while not children() - before:
+                await trio.sleep(0.01)
         (writer,) = children() - before
         os.kill(writer, signal.SIGKILL)
         await _slow_bag(200)
@@ -638,13 +644,41 @@ async def test_where_no_process_can_start_the_writer_runs_in_a_thread(
 
     async def flow() -> None:
         await _slow_bag(50)
-        threads.extend(t.name for t in threading.enumerate())
+        with trio.fail_after(5):  # it starts with the first hand-over, 0.2 s in
+            while "scriptflow store writer" not in threads:
+                await trio.sleep(0.01)
+                threads[:] = [t.name for t in threading.enumerate()]
 
     async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
         await session.run(flow)
-    assert "scriptflow store writer" in threads
     assert not children() - before
     assert not [t for t in threading.enumerate() if t.name == "scriptflow store writer"]
     history = Store.open(workdir / ".scriptflow").load_history()
     assert [history.tasks[k].status for k in history.tasks] == [AttemptStatus.SUCCEEDED] * 50
     assert (workdir / ".scriptflow" / "journal").read_text() == ""
+
+
+async def test_a_short_session_writes_its_records_itself(workdir: Path) -> None:
+    # a session shorter than the first hand-over starts no writer process: its close
+    # writes what it has, and a failure there is the same clear error
+    before = children()
+
+    async def flow() -> None:
+        await _one_bag(3)
+        assert not children() - before
+
+    async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
+        await session.run(flow)
+    store = Store.open(workdir / ".scriptflow")
+    assert len(store.load_history().tasks) == 3 and len(store.outcomes(session.run_id)) == 3
+    store.close()
+    with sqlite3.connect(workdir / ".scriptflow" / "store.sqlite") as db:
+        db.execute(FULL_DISK)
+    with pytest.raises(BaseException) as caught:
+        async with sf.open_session(executors=[FakeExecutor(slots=2)]) as session:
+            await session.run(_one_bag, 5)
+    errors = (
+        caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    )
+    assert any(isinstance(e, sf.StoreError) and "disk full" in str(e) for e in errors), errors
+    assert (workdir / ".scriptflow" / "journal").read_text()
