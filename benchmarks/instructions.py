@@ -14,7 +14,9 @@ engine process alone (its children are not traced):
   the store, and a chain of 200, per task beyond a one-task run (W5).
 
 Each figure is split by thread: the main one, which runs the event loop (the engine's
-own core), and the others (the store's writer thread, trio's worker threads).
+own core), and the others (trio's worker threads; the store's writer where it runs
+as a thread). The engine's helper processes, the spawner and the store's writer, are
+not traced: they run on the other core.
 
 It needs valgrind on the PATH and takes a few minutes (valgrind runs Python about 50
 times slower). Compare two commits by running it in each: only the differences mean
@@ -41,8 +43,8 @@ HERE = Path(__file__).resolve().parent
 def count(argv: list[str], cwd: Path) -> tuple[int, int]:
     """Instructions the command's own process executed: its main thread, its others.
 
-    The main thread runs the event loop; the store's writer thread (SQLite, mostly
-    with the GIL released) and trio's worker threads can use the other core.
+    The main thread runs the event loop; trio's worker threads (the store's opening,
+    a short session's records) can use the other core.
     """
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
