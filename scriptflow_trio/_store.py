@@ -36,7 +36,7 @@ from . import _storewrite
 from ._errors import StoreError
 from ._jsontext import dumps
 from ._storewrite import ATTEMPT, END, OUTCOME, RUN, START
-from .executors._spawner import frame, frames
+from .executors._spawner import frame, frames, send_now
 
 if TYPE_CHECKING:
     import cattrs
@@ -646,20 +646,11 @@ class StoreWriter:
                     self._lost(f"the store writer cannot start ({exc})")
                     return
             batch, self._pending = self._pending, []
-            data = frame([_plain(r) for r in batch])
             self.batches += 1
-            if self._outbox:
-                self._outbox += data
-                return
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
+            try:  # what the socket does not take now, run() or close() sends
+                send_now(self._sock, self._outbox, frame([_plain(r) for r in batch]))
             except OSError as exc:
                 self._lost(f"the store writer cannot be reached ({exc})")
-                return
-            if sent < len(data):
-                self._outbox += memoryview(data)[sent:]
 
     async def _send_all(self) -> None:
         sock = self._sock

@@ -58,6 +58,10 @@ import struct
 import sys
 import time
 
+TYPE_CHECKING = False  # typing and socket would slow the start
+if TYPE_CHECKING:
+    import socket
+
 LENGTH = struct.Struct("<I")
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores them; tasks must not
 _CHUNK = 1 << 16
@@ -84,6 +88,24 @@ def frames(buffer: bytearray) -> list:
     view.release()
     del buffer[:at]
     return messages
+
+
+def send_now(sock: socket.socket, outbox: bytearray, data: bytes) -> bool:
+    """Send ``data`` on the non-blocking ``sock`` now, unless ``outbox`` holds some already.
+
+    What the socket does not take goes to ``outbox``, in order: True when something
+    waits there for the socket to be writable. OSError when the peer is gone.
+    """
+    if not outbox:
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return False
+        data = data[sent:]
+    outbox += data
+    return True
 
 
 class _Attempt:

@@ -492,19 +492,13 @@ class _Spawner:
             self._send(_spawner.frame(("signal", attempt.ident, int(signum))))
 
     def _send(self, data: bytes) -> None:
-        if not self._outbox:
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._gone(f"the process spawner cannot be reached ({exc})")
-                return
-            data = data[sent:]
-            if not data:
-                return
-        self._outbox += data
-        self._flush.set()
+        try:
+            waiting = _spawner.send_now(self._sock, self._outbox, data)
+        except OSError as exc:
+            self._gone(f"the process spawner cannot be reached ({exc})")
+            return
+        if waiting:
+            self._flush.set()
 
     async def serve(self) -> None:
         """Read the spawner's messages until it ends; send what the socket would not take.
