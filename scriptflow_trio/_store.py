@@ -576,7 +576,6 @@ class StoreWriter:
         self._pending: list[Record] = []
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
-        self.batches = 0
         self._outbox = bytearray()  # what the socket would not take at once
         self._inbox = bytearray()
         self._failed: StoreError | None = None
@@ -597,10 +596,14 @@ class StoreWriter:
         pending.append(record)
         if len(pending) >= self._batch:
             self._hand_over()
-            if self._outbox and not self._woken:  # run() sends the rest
-                self._woken = True
-                self._wake.set()
+            if self._outbox:  # run() sends the rest
+                self._nudge()
         elif not self._woken:
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake run(): to hand over, to send what waits, or to raise a failure."""
+        if not self._woken:
             self._woken = True
             self._wake.set()
 
@@ -646,7 +649,6 @@ class StoreWriter:
                     self._lost(f"the store writer cannot start ({exc})")
                     return
             batch, self._pending = self._pending, []
-            self.batches += 1
             try:  # what the socket does not take now, run() or close() sends
                 send_now(self._sock, self._outbox, frame([_plain(r) for r in batch]))
             except OSError as exc:
@@ -668,9 +670,8 @@ class StoreWriter:
     async def _listen(self) -> None:
         while not self._ended:
             await self._receive()
-        if self._failed is not None and not self._woken:
-            self._woken = True
-            self._wake.set()  # run() raises it
+        if self._failed is not None:
+            self._nudge()  # run() raises it
 
     async def _receive(self) -> None:
         """Read what the writer says: an error as soon as a write fails, then its end."""
@@ -690,9 +691,7 @@ class StoreWriter:
         for message in frames(self._inbox):
             if message[1]:  # ("error", why) or ("closed", why): a write failed
                 self._fail(message[1])
-                if not self._woken:
-                    self._woken = True
-                    self._wake.set()
+                self._nudge()
             if message[0] == "closed":
                 self._ended = True
 
