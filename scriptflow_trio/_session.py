@@ -360,6 +360,8 @@ class Session:
                     else:
                         job.others = [*(job.others or ()), task]
                 jobs.append(job)
+            links = [(job, self._producers_of(job) if job.task.inputs else []) for job in new]
+            _refuse_cycles(links)
         except BaseException as exc:
             for job in new:  # nobody will wait for these
                 self._finish(job, JobState.CANCELLED)
@@ -371,8 +373,7 @@ class Session:
             raise
         if new:
             self._emit(ev.TasksSubmitted(len(new), time.time()))
-        for job in new:
-            producers = self._producers_of(job) if job.task.inputs else []
+        for job, producers in links:
             if not producers:
                 self._to_decide.append(job)
                 continue
@@ -644,7 +645,9 @@ class Session:
                 if norm not in self._remade and not os.path.exists(norm):
                     producer = self._producers.get(norm)
                     detail = ""
-                    if producer is not None and not producer.ok:
+                    if producer is job:
+                        detail = ": it is also one of the task's own outputs"
+                    elif producer is not None and not producer.ok:
                         detail = f": task {producer.name!r}, which makes it, {producer.state.value}"
                     raise MissingInput(job.name, item, detail)
             inputs.extend(paths)
@@ -1142,6 +1145,46 @@ class Session:
     def _emit(self, event: ev.Event) -> None:
         for listener in self._listeners:
             listener.on_event(event)
+
+
+def _refuse_cycles(links: list[tuple[Job, list[Job]]]) -> None:
+    """InvalidTask if some of these new jobs wait for each other's outputs in a circle.
+
+    None of them could ever start, and the flow would wait forever. Only jobs
+    submitted together can close a circle: an earlier job waits only for jobs that
+    existed before it. Kahn's algorithm, on the jobs that wait for another new job.
+    """
+    waiting = {job: [p for p in producers if not p.done] for job, producers in links if producers}
+    waiting = {job: [p for p in blockers if p in waiting] for job, blockers in waiting.items()}
+    left = {job: len(blockers) for job, blockers in waiting.items() if blockers}
+    if not left:
+        return
+    dependents: dict[Job, list[Job]] = {}
+    for job in left:
+        for producer in waiting[job]:
+            dependents.setdefault(producer, []).append(job)
+    free = [job for job, blockers in waiting.items() if not blockers]
+    while free:
+        for dependent in dependents.get(free.pop(), ()):
+            left[dependent] -= 1
+            if left[dependent] == 0:
+                del left[dependent]
+                free.append(dependent)
+    if not left:
+        return
+    # each job left waits for another one left: follow them until one comes again
+    job, path = next(iter(left)), []
+    while job not in path:
+        path.append(job)
+        job = next(p for p in waiting[job] if p in left)
+    circle = path[path.index(job) :]
+    names = " -> ".join(repr(j.name) for j in [*circle, job])
+    raise InvalidTask(
+        f"tasks wait for each other's outputs in a circle, so none of them can start: "
+        f"{names} (each needs an output of the next); change their inputs or outputs "
+        "so that one of them needs none of the others",
+        job.name,
+    )
 
 
 async def _finished(job: Job) -> None:

@@ -241,6 +241,45 @@ async def test_missing_input_nobody_makes_is_a_clear_error(workdir, autojump_clo
     assert fake.runs == []
 
 
+async def test_tasks_waiting_for_each_other_are_refused_not_waited_for(workdir, autojump_clock):
+    fake = FakeExecutor()
+    async with open_session(executors=[fake]):
+        free = sf.Task(cmd="f", outputs="f.txt", name="free")
+        a = sf.Task(cmd="a", inputs=["c.txt", "f.txt"], outputs="a.txt", name="a")
+        b = sf.Task(cmd="b", inputs="a.txt", outputs="b.txt", name="b")
+        c = sf.Task(cmd="c", inputs="b.txt", outputs="c.txt", name="c")
+        after = sf.Task(cmd="d", inputs="c.txt", outputs="d.txt", name="after")
+        with trio.fail_after(5), pytest.raises(sf.InvalidTask) as info:
+            await sf.bag(free, a, b, c, after)
+        message = str(info.value)
+        assert "in a circle" in message and "'a' -> 'c' -> 'b' -> 'a'" in message
+        assert fake.runs == []
+        # the same tasks in a line: nothing was left behind that blocks them
+        c2 = sf.Task(cmd="c", outputs="c.txt", name="c")
+        await sf.bag(after, a, b, c2, free)
+    ran = [s.name for s in fake.runs]
+    assert sorted(ran) == ["a", "after", "b", "c", "free"]
+    assert ran.index("c") < ran.index("a") < ran.index("b")
+
+
+async def test_a_chain_submitted_at_once_is_no_circle(workdir, autojump_clock):
+    fake = FakeExecutor(duration=1.0)
+    async with open_session(executors=[fake]):
+        touch("c0.txt")
+        hops = [
+            sf.Task(cmd=f"c{i}", inputs=f"c{i - 1}.txt", outputs=f"c{i}.txt", name=f"c{i}")
+            for i in range(1, 51)
+        ]
+        await sf.bag(*reversed(hops))
+        assert trio.current_time() == 50.0
+
+
+async def test_an_input_that_is_its_own_output_says_so(workdir, autojump_clock):
+    async with open_session(executors=[FakeExecutor()]):
+        with pytest.raises(sf.MissingInput, match="also one of the task's own outputs"):
+            await sf.Task(cmd="x", inputs="x.txt", outputs="x.txt", name="x")
+
+
 async def test_input_of_a_failed_producer_names_it(workdir, autojump_clock):
     fake = FakeExecutor(behaviour=lambda spec: 1 if spec.name == "maker" else 0)
     config = sf.SessionConfig(keep_going=True)
