@@ -18,32 +18,77 @@ from ._errors import StoreLocked
 
 LOCK_FILE = "lock"
 _FINISHING = 10.0  # seconds a dead engine's store writer gets to finish
+_RETRY = 0.01  # seconds between tries meanwhile
 
 
 class StateLock:
-    """Held for the life of a session; ``acquire`` fails at once if another holds it."""
+    """Held for the life of a session; refused at once while a live engine holds it."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / LOCK_FILE
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock, sleeping between tries while a dead engine's writer finishes."""
+        fd, deadline = self._open(), None
+        while (deadline := self._try(fd, deadline)) is not None:
+            try:
+                time.sleep(_RETRY)
+            except BaseException:  # Ctrl-C meanwhile
+                os.close(fd)
+                raise
+
+    async def acquire_async(self) -> None:
+        """:meth:`acquire`, waiting on trio's clock instead of blocking the event loop."""
+        import trio
+
+        fd, deadline = self._open(), None
+        # nothing signals that a flock was released; this polls once, after a crash
+        while (deadline := self._try(fd, deadline)) is not None:  # noqa: ASYNC110
+            try:
+                await trio.sleep(_RETRY)
+            except BaseException:  # cancelled meanwhile
+                os.close(fd)
+                raise
+
+    def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _try(self, fd: int, deadline: float | None) -> float | None:
+        """Lock ``fd`` now: None once held; else the time until which to try again.
+
+        Only an engine that is gone (its pid on this host has ended) is waited for: its
+        store writer still holds the lock while it writes what it was handed.
+        StoreLocked otherwise, and when that writer outlives ``_FINISHING``.
+        """
         try:
-            _lock_when_free(fd)
+            _lock(fd)
         except OSError:
             holder = _read(fd)
-            os.close(fd)
-            raise StoreLocked(
-                f"another scriptflow_trio session is running in this directory ({holder}); "
-                f"wait for it to end or stop it. The lock is {self.path}.",
-                holder,
-            ) from None
+            if deadline is None and _holder_is_gone(holder):
+                return time.monotonic() + _FINISHING
+            if deadline is None or time.monotonic() > deadline:
+                os.close(fd)
+                if deadline is None:
+                    what = (
+                        f"another scriptflow_trio session is running in this directory ({holder})"
+                    )
+                else:
+                    what = (
+                        f"the engine that held this directory ({holder}) has ended, but a "
+                        f"process it started still holds the lock after {_FINISHING:g} s "
+                        "(its store writer, writing what it was handed)"
+                    )
+                raise StoreLocked(
+                    f"{what}; wait for it to end or stop it. The lock is {self.path}.", holder
+                ) from None
+            return deadline
         os.ftruncate(fd, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}".encode())
         self._fd = fd
+        return None
 
     def fileno(self) -> int | None:
         """The locked descriptor (None when not held): a process holding a copy holds the lock."""
@@ -54,26 +99,6 @@ class StateLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing releases the lock
             self._fd = None
-
-
-def _lock_when_free(fd: int) -> None:
-    """Lock ``fd`` now or, if the engine that holds it is dead, once its writer ends.
-
-    Waiting is a short sleep between tries: it happens once, after a crash.
-    """
-    deadline: float | None = None
-    while True:
-        try:
-            _lock(fd)
-            return
-        except OSError:
-            if deadline is None:
-                if not _holder_is_gone(_read(fd)):
-                    raise
-                deadline = time.monotonic() + _FINISHING
-            elif time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
 
 
 def _holder_is_gone(holder: str) -> bool:

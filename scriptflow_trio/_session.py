@@ -1374,7 +1374,7 @@ async def open_session(
         if store:
             if not config.dry_run:  # a dry run only reads: it may look while a run goes on
                 lock = StateLock(state)
-                lock.acquire()
+                await lock.acquire_async()
                 stack.callback(lock.release)
                 # closed by the stack if what follows fails, else at the end of the block
                 writer = StoreWriter(state / STORE_FILE, hold=lock.fileno())

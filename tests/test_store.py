@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -167,6 +168,80 @@ async def test_lock_is_refused_in_process_and_freed_after(workdir: Path) -> None
                 pass
     async with sf.open_session():  # released on exit
         pass
+
+
+HOLD_LOCK = """\
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock_for_a_dead_engine(state: Path, seconds: float) -> subprocess.Popen[str]:
+    """The lock as a killed engine leaves it: naming that engine, held by its writer.
+
+    A process that has ended gives the dead pid; another one holds the lock, as the
+    dead engine's store writer would while it writes what it was handed.
+    """
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state.mkdir(parents=True, exist_ok=True)
+    lock = state / "lock"
+    lock.write_text(f"pid {dead.pid} on {socket.gethostname()}, since 2026-01-01 00:00:00")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+async def test_a_dead_engines_writer_is_waited_for_without_blocking_the_loop(
+    workdir: Path,
+) -> None:
+    holder = hold_lock_for_a_dead_engine(workdir / ".scriptflow", 0.5)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.02)
+            ticks += 1
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            started = time.monotonic()
+            async with sf.open_session():
+                waited = time.monotonic() - started
+            nursery.cancel_scope.cancel()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert waited >= 0.3  # it waited for the holder to end...
+    assert ticks >= 10  # ...while the rest of the program went on
+
+
+async def test_a_dead_engines_writer_that_stays_is_named_for_what_it_is(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scriptflow_trio import _lock
+
+    monkeypatch.setattr(_lock, "_FINISHING", 0.2)
+    holder = hold_lock_for_a_dead_engine(workdir / ".scriptflow", 30)
+    try:
+        with pytest.raises(sf.StoreLocked) as info:
+            async with sf.open_session():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(info.value)
+    assert "has ended, but a process it started still holds the lock" in message
+    assert "another scriptflow_trio session is running" not in message
 
 
 async def test_changed_command_reruns_and_dry_run_says_why(workdir: Path) -> None:
