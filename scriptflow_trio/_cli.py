@@ -337,10 +337,20 @@ async def _run(
     notifier = Notifier(
         endpoints, every=args.notify_every, run_name=args.run_name, arguments=kwargs
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(notifier.run)
-        code = await _run_session(fn, kwargs, args, console, error_console, [notifier])
-        nursery.cancel_scope.cancel()  # notifier.run sends what is left, bounded
+    # the session has signal handlers of its own while it runs; these are for the flush
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+
+            async def hurry() -> None:
+                async for _ in signals:  # Ctrl-C while the last messages go: leave now
+                    notifier.abandon()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(notifier.run)
+                code = await _run_session(fn, kwargs, args, console, error_console, [notifier])
+                outer.start_soon(hurry)
+                nursery.cancel_scope.cancel()  # notifier.run sends what is left, bounded
+            outer.cancel_scope.cancel()
     for s in notifier.statistics():
         if s.failed or s.dropped or args.verbose:
             lost = f", {s.failed + s.dropped} dropped/failed" if s.failed or s.dropped else ""

@@ -157,6 +157,8 @@ class Notifier:
         self._limiters = {e: trio.CapacityLimiter(2) for e in parsed}
         self._send = send or self._post
         self._closing = False
+        self._flush = trio.CancelScope(shield=True)  # the senders, past our cancellation
+        self._abandoned = False
         # the run being reported, derived from its events
         self._run_id = ""
         self._flow = ""
@@ -309,7 +311,7 @@ class Notifier:
 
     async def run(self) -> None:
         """Send until cancelled; then send what is still queued, for at most ``flush_timeout``."""
-        flush = trio.CancelScope(shield=True)  # the senders outlive our cancellation...
+        flush = self._flush
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_all, flush)
             nursery.start_soon(self._tick)
@@ -320,6 +322,11 @@ class Notifier:
                 for q in self._queues:
                     q.wake.set()
                 flush.deadline = trio.current_time() + self.flush_timeout  # ...this long
+
+    def abandon(self) -> None:
+        """Stop sending now, queued messages and all (a second Ctrl-C during the flush)."""
+        self._abandoned = True
+        self._flush.cancel()
 
     async def _tick(self) -> None:
         while True:
@@ -357,7 +364,11 @@ class Notifier:
                 q.last_error = f"no answer within {self.timeout:g}s"
             except trio.Cancelled:
                 q.failed += 1
-                q.last_error = "the flush deadline passed"
+                q.last_error = (
+                    "stopped by a second interrupt"
+                    if self._abandoned
+                    else "the flush deadline passed"
+                )
                 raise
             except Exception as exc:  # the endpoint's trouble is never the run's
                 q.failed += 1

@@ -295,6 +295,49 @@ def test_ctrl_c_still_sends_run_finished(tmp_path: Path, python_bin: Path, serve
     assert TRACEBACK not in out
 
 
+def test_a_second_ctrl_c_cuts_the_final_flush_short(
+    tmp_path: Path, python_bin: Path, hanging_url: str
+) -> None:
+    write(tmp_path / "flows.py", LONG)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scriptflow_trio", "flows.py", "long", "--plain"]
+        + ["--notify", hanging_url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(python_bin),
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        while not all((tmp_path / f"pid{i}.txt").exists() for i in (1, 2)):
+            assert time.monotonic() < deadline, "the tasks never started"
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        # the summary is printed before the last messages are sent (for up to 5 s here:
+        # the endpoint never answers); a second Ctrl-C then leaves at once
+        while not (lines and lines[-1].startswith("interrupted:")):
+            lines.append(proc.stdout.readline())
+            assert lines[-1], "".join(lines)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + out
+    assert proc.returncode == 130, out
+    assert took < 2, f"exit took {took:.1f}s after the second SIGINT"
+    assert "stopped by a second interrupt" in out, out
+    assert TRACEBACK not in out
+
+
 def test_dead_endpoints_do_not_slow_the_run(
     tmp_path: Path, python_bin: Path, hanging_url: str
 ) -> None:
