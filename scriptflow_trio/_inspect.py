@@ -133,8 +133,8 @@ def main(argv: Sequence[str], console: Console | None = None, errors: Console | 
         return 130
 
 
-def _open(args: argparse.Namespace) -> Store:
-    return open_existing(Path(os.path.abspath(args.state_dir)))  # errors name the place
+def _open(args: argparse.Namespace, *, write: bool = False) -> Store:
+    return open_existing(Path(os.path.abspath(args.state_dir)), write=write)  # errors name it
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -607,7 +607,7 @@ def cmd_clean(args: argparse.Namespace, console: Console, errors: Console) -> in
 
     load_flow_file(args.flowfile).get(args.name)  # a clear error for a wrong name
     root = os.getcwd()
-    store = _open(args)
+    store = _open(args, write=args.yes)
     lock = StateLock(Path(args.state_dir)) if args.yes else None
     try:
         if lock is not None:

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from ._errors import StoreLocked
+from ._errors import StoreError, StoreLocked
 
 LOCK_FILE = "lock"
 _FINISHING = 10.0  # seconds a dead engine's store writer gets to finish
@@ -52,8 +52,15 @@ class StateLock:
                 raise
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use the state directory {self.path.parent} ({exc.strerror or exc}): "
+                "a run keeps its records there; give this user write access to it, or "
+                "point --state-dir at a directory it may write"
+            ) from None
 
     def _try(self, fd: int, deadline: float | None) -> float | None:
         """Lock ``fd`` now: None once held; else the time until which to try again.

@@ -356,6 +356,43 @@ class Store:
             ) from None
         return cls(path, db)
 
+    @classmethod
+    def open_read_only(cls, state_dir: Path) -> Store:
+        """Open a store this user may not write (a colleague's, a read-only mount).
+
+        SQLite reads a WAL store read-only only while its ``-shm`` file exists (an
+        engine has it open) or can be made; otherwise nobody is writing it, and it is
+        read as immutable. Its schema must be this version's: it cannot be upgraded.
+        """
+        path = state_dir / STORE_FILE
+        uri = path.absolute().as_uri()
+        version = ""
+        try:
+            for mode in ("mode=ro", "immutable=1"):
+                db = sqlite3.connect(
+                    f"{uri}?{mode}", uri=True, check_same_thread=False, isolation_level=None
+                )
+                try:
+                    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                    version = row[0] if row else ""
+                    break
+                except sqlite3.OperationalError:
+                    db.close()
+                    if mode != "mode=ro":
+                        raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the store {path} cannot be read ({exc}); it may be damaged or not a store"
+            ) from None
+        if version != str(SCHEMA_VERSION):
+            db.close()
+            raise StoreError(
+                f"the store {path} has schema {version or 'none'}, and this scriptflow_trio "
+                f"reads schema {SCHEMA_VERSION}; it cannot be upgraded without write access "
+                "(run a flow there as a user who may write it, or use a matching version)"
+            )
+        return cls(path, db)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -524,14 +561,26 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
     db.execute("COMMIT")
 
 
-def open_existing(state_dir: Path) -> Store:
-    """Open the store for reading by a command; a clear error when there is none."""
-    if not (state_dir / STORE_FILE).exists():
+def open_existing(state_dir: Path, *, write: bool = False) -> Store:
+    """Open the store for a command; a clear error when there is none.
+
+    A store this user may not write is opened read-only, which is all that a command
+    that looks needs (``write``: a command that changes it says so instead).
+    """
+    path = state_dir / STORE_FILE
+    if not path.exists():
         raise StoreError(
             f"there is no store in {state_dir}: run a flow here first "
             "(or point --state-dir at the right directory)"
         )
-    return Store.open(state_dir)
+    if os.access(path, os.W_OK) and os.access(state_dir, os.W_OK):
+        return Store.open(state_dir)
+    if write:
+        raise StoreError(
+            f"the store {path} cannot be changed by this user (no write access to it or to "
+            f"{state_dir}); run this as its owner"
+        )
+    return Store.open_read_only(state_dir)
 
 
 def _cannot_write(path: Path, why: str) -> str:

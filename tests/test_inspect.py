@@ -439,3 +439,75 @@ def test_state_dir_option(base: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and "first" in r.out, r.all
     r = sf(moved, "--state-dir", "state", "show", "first")
     assert r.returncode == 0 and "final" in r.out, r.all
+
+
+# -- a store this user may not write --------------------------------------------------
+
+NOBODY = 65534
+
+
+def reader(folder: Path) -> tuple[Path, object]:
+    """A copy of ``folder`` its reader may not write, and how to run as that reader.
+
+    Not root: the copy's state directory loses its write bits. Root may write anything,
+    so the commands then run as ``nobody`` on a copy outside pytest's private folders.
+    """
+    if os.geteuid() != 0:
+        copy = shutil.copytree(folder, folder.parent / f"{folder.name}-ro")
+        for path in [copy / ".scriptflow", *(copy / ".scriptflow").rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        return copy, None
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp(prefix="sf-read-only-")) / folder.name
+    shutil.copytree(folder, copy)
+    for path in [copy.parent, copy, *copy.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o555 if path.is_dir() else path.stat().st_mode | 0o444)
+
+    def drop() -> None:
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import scriptflow_trio"], preexec_fn=drop, capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run this interpreter: {probe.stderr.decode()[-200:]}")
+    return copy, drop
+
+
+def sf_as(cwd: Path, drop: object, *args: str) -> Result:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scriptflow_trio", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, COLUMNS="1000"),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=drop,  # type: ignore[arg-type]
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_store_this_user_may_not_write_is_read_not_called_damaged(base: Path) -> None:
+    folder, drop = reader(base)
+    try:
+        runs = sf_as(folder, drop, "runs")
+        assert runs.returncode == 0, runs.all
+        assert "first" in runs.out and "damaged" not in runs.all
+        show = sf_as(folder, drop, "show")
+        assert show.returncode == 0 and "broken" in show.out, show.all
+        log = sf_as(folder, drop, "log", "broken")
+        assert log.returncode == 0 and "BROKEN-MARKER" in log.out, log.all
+        # what would change it says why it cannot, without a traceback
+        clean = sf_as(folder, drop, "clean", "flows.py", "sleepit", "--yes")
+        assert clean.returncode == 2 and "cannot be changed by this user" in clean.err, clean.all
+        run = sf_as(folder, drop, "flows.py", "sleepit", "--plain")
+        assert run.returncode == 2, run.all
+        assert "cannot use the state directory" in run.all and TRACEBACK not in run.all
+        assert all((folder / name).exists() for name in OUTPUTS)  # nothing was removed
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        shutil.rmtree(folder if drop is None else folder.parent)
