@@ -157,7 +157,7 @@ class Notifier:
         self._limiters = {e: trio.CapacityLimiter(2) for e in parsed}
         self._send = send or self._post
         self._closing = False
-        self._flush = trio.CancelScope(shield=True)  # the senders, past our cancellation
+        self._flush: trio.CancelScope | None = None  # the senders' scope, once run() runs
         self._abandoned = False
         # the run being reported, derived from its events
         self._run_id = ""
@@ -311,7 +311,8 @@ class Notifier:
 
     async def run(self) -> None:
         """Send until cancelled; then send what is still queued, for at most ``flush_timeout``."""
-        flush = self._flush
+        # the senders outlive our cancellation...
+        self._flush = flush = trio.CancelScope(shield=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_all, flush)
             nursery.start_soon(self._tick)
@@ -326,7 +327,8 @@ class Notifier:
     def abandon(self) -> None:
         """Stop sending now, queued messages and all (a second Ctrl-C during the flush)."""
         self._abandoned = True
-        self._flush.cancel()
+        if self._flush is not None:
+            self._flush.cancel()
 
     async def _tick(self) -> None:
         while True:

@@ -1173,11 +1173,14 @@ def _refuse_cycles(links: list[tuple[Job, list[Job]]]) -> None:
     if not left:
         return
     # each job left waits for another one left: follow them until one comes again
-    job, path = next(iter(left)), []
-    while job not in path:
+    job = next(iter(left))
+    path: list[Job] = []
+    at: dict[Job, int] = {}
+    while job not in at:
+        at[job] = len(path)
         path.append(job)
         job = next(p for p in waiting[job] if p in left)
-    circle = path[path.index(job) :]
+    circle = path[at[job] :]
     names = " -> ".join(repr(j.name) for j in [*circle, job])
     raise InvalidTask(
         f"tasks wait for each other's outputs in a circle, so none of them can start: "
