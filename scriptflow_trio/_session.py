@@ -360,8 +360,14 @@ class Session:
                     else:
                         job.others = [*(job.others or ()), task]
                 jobs.append(job)
-            links = [(job, self._producers_of(job) if job.task.inputs else []) for job in new]
-            _refuse_cycles(links)
+            # only jobs with inputs have producers: no entry per job (W4 counts bytes)
+            links = {
+                job: made_by
+                for job in new
+                if job.task.inputs and (made_by := self._producers_of(job))
+            }
+            if links:
+                _refuse_cycles(links)
         except BaseException as exc:
             for job in new:  # nobody will wait for these
                 self._finish(job, JobState.CANCELLED)
@@ -373,7 +379,8 @@ class Session:
             raise
         if new:
             self._emit(ev.TasksSubmitted(len(new), time.time()))
-        for job, producers in links:
+        for job in new:
+            producers = links.get(job)
             if not producers:
                 self._to_decide.append(job)
                 continue
@@ -1147,14 +1154,14 @@ class Session:
             listener.on_event(event)
 
 
-def _refuse_cycles(links: list[tuple[Job, list[Job]]]) -> None:
+def _refuse_cycles(links: dict[Job, list[Job]]) -> None:
     """InvalidTask if some of these new jobs wait for each other's outputs in a circle.
 
     None of them could ever start, and the flow would wait forever. Only jobs
     submitted together can close a circle: an earlier job waits only for jobs that
     existed before it. Kahn's algorithm, on the jobs that wait for another new job.
     """
-    waiting = {job: [p for p in producers if not p.done] for job, producers in links if producers}
+    waiting = {job: [p for p in producers if not p.done] for job, producers in links.items()}
     waiting = {job: [p for p in blockers if p in waiting] for job, blockers in waiting.items()}
     left = {job: len(blockers) for job, blockers in waiting.items() if blockers}
     if not left:
