@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -93,7 +94,8 @@ class Result:
         return found[0]
 
 
-def sf(cwd: Path, *args: str) -> Result:
+def sf(cwd: Path, *args: str, user: Callable[[], None] | None = None) -> Result:
+    """The command line in ``cwd``; ``user`` switches to another user first (``reader``)."""
     env = dict(os.environ, COLUMNS="1000")
     proc = subprocess.run(
         [sys.executable, "-m", "scriptflow_trio", *args],
@@ -103,6 +105,7 @@ def sf(cwd: Path, *args: str) -> Result:
         timeout=30,
         env=env,
         stdin=subprocess.DEVNULL,
+        preexec_fn=user,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -446,7 +449,7 @@ def test_state_dir_option(base: Path, tmp_path: Path) -> None:
 NOBODY = 65534
 
 
-def reader(folder: Path) -> tuple[Path, object]:
+def reader(folder: Path) -> tuple[Path, Callable[[], None] | None]:
     """A copy of ``folder`` its reader may not write, and how to run as that reader.
 
     Not root: the copy's state directory loses its write bits. Root may write anything,
@@ -476,34 +479,20 @@ def reader(folder: Path) -> tuple[Path, object]:
     return copy, drop
 
 
-def sf_as(cwd: Path, drop: object, *args: str) -> Result:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scriptflow_trio", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=dict(os.environ, COLUMNS="1000"),
-        stdin=subprocess.DEVNULL,
-        preexec_fn=drop,  # type: ignore[arg-type]
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
 def test_a_store_this_user_may_not_write_is_read_not_called_damaged(base: Path) -> None:
     folder, drop = reader(base)
     try:
-        runs = sf_as(folder, drop, "runs")
+        runs = sf(folder, "runs", user=drop)
         assert runs.returncode == 0, runs.all
         assert "first" in runs.out and "damaged" not in runs.all
-        show = sf_as(folder, drop, "show")
+        show = sf(folder, "show", user=drop)
         assert show.returncode == 0 and "broken" in show.out, show.all
-        log = sf_as(folder, drop, "log", "broken")
+        log = sf(folder, "log", "broken", user=drop)
         assert log.returncode == 0 and "BROKEN-MARKER" in log.out, log.all
         # what would change it says why it cannot, without a traceback
-        clean = sf_as(folder, drop, "clean", "flows.py", "sleepit", "--yes")
+        clean = sf(folder, "clean", "flows.py", "sleepit", "--yes", user=drop)
         assert clean.returncode == 2 and "cannot be changed by this user" in clean.err, clean.all
-        run = sf_as(folder, drop, "flows.py", "sleepit", "--plain")
+        run = sf(folder, "flows.py", "sleepit", "--plain", user=drop)
         assert run.returncode == 2, run.all
         assert "cannot use the state directory" in run.all and TRACEBACK not in run.all
         assert all((folder / name).exists() for name in OUTPUTS)  # nothing was removed

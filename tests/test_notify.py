@@ -247,43 +247,45 @@ async def flow_long():
 """
 
 
-def test_ctrl_c_still_sends_run_finished(tmp_path: Path, python_bin: Path, server: Server) -> None:
-    write(tmp_path / "flows.py", LONG)
+def start_long(cwd: Path, python_bin: Path, url: str) -> subprocess.Popen[str]:
+    """The CLI on ``LONG``, notifying ``url``; returns once both tasks run."""
+    write(cwd / "flows.py", LONG)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scriptflow_trio",
-            "flows.py",
-            "long",
-            "-j",
-            "2",
-            "--plain",
-            "--notify",
-            server.url,
-        ],
-        cwd=tmp_path,
+        [sys.executable, "-m", "scriptflow_trio", "flows.py", "long", "-j", "2", "--plain"]
+        + ["--notify", url],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=cli_env(python_bin),
         stdin=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 15
+    while not all((cwd / f"pid{i}.txt").exists() for i in (1, 2)):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"the tasks never started: {proc.communicate()[0]}")
+        time.sleep(0.02)
+    return proc
+
+
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, float]:
+    """SIGINT to ``proc``: what it printed from then on, and the seconds it took to end."""
+    t0 = time.monotonic()
     try:
-        server.wait_for("run-started")
-        deadline = time.monotonic() + 15
-        while not all((tmp_path / f"pid{i}.txt").exists() for i in (1, 2)):
-            assert time.monotonic() < deadline, "the tasks never started"
-            assert proc.poll() is None, proc.communicate()[0]
-            time.sleep(0.02)
-        t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=15)
-        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return out, time.monotonic() - t0
+
+
+def test_ctrl_c_still_sends_run_finished(tmp_path: Path, python_bin: Path, server: Server) -> None:
+    proc = start_long(tmp_path, python_bin, server.url)
+    server.wait_for("run-started")
+    out, took = interrupt(proc)
     assert proc.returncode == 130, out
     assert took < 5, f"exit took {took:.1f}s after SIGINT"
     events = server.events()
@@ -298,39 +300,18 @@ def test_ctrl_c_still_sends_run_finished(tmp_path: Path, python_bin: Path, serve
 def test_a_second_ctrl_c_cuts_the_final_flush_short(
     tmp_path: Path, python_bin: Path, hanging_url: str
 ) -> None:
-    write(tmp_path / "flows.py", LONG)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scriptflow_trio", "flows.py", "long", "--plain"]
-        + ["--notify", hanging_url],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=cli_env(python_bin),
-        stdin=subprocess.DEVNULL,
-    )
+    proc = start_long(tmp_path, python_bin, hanging_url)
     assert proc.stdout is not None
+    proc.send_signal(signal.SIGINT)
+    # the summary is printed before the last messages are sent (for up to 5 s here: the
+    # endpoint never answers); a second Ctrl-C then leaves at once
     lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 15
-        while not all((tmp_path / f"pid{i}.txt").exists() for i in (1, 2)):
-            assert time.monotonic() < deadline, "the tasks never started"
-            assert proc.poll() is None, proc.communicate()[0]
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        # the summary is printed before the last messages are sent (for up to 5 s here:
-        # the endpoint never answers); a second Ctrl-C then leaves at once
-        while not (lines and lines[-1].startswith("interrupted:")):
-            lines.append(proc.stdout.readline())
-            assert lines[-1], "".join(lines)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=15)
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
+    while not (lines and lines[-1].startswith("interrupted:")):
+        lines.append(proc.stdout.readline())
+        if not lines[-1]:
             proc.kill()
-            proc.wait()
+            raise AssertionError("".join(lines))
+    out, took = interrupt(proc)
     out = "".join(lines) + out
     assert proc.returncode == 130, out
     assert took < 2, f"exit took {took:.1f}s after the second SIGINT"
