@@ -14,13 +14,14 @@ import collections
 import contextvars
 import enum
 import fnmatch
+import gc
 import json
 import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +65,8 @@ _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
 # started may carry a time slightly before it.
 _MTIME_SLOP_NS = 50_000_000
 _LOG_TAIL_LINES = 20
+# objects made between two young collections of the garbage collector, during a session
+_YOUNG_COLLECTION_EVERY = 50_000
 
 
 def current_session() -> Session:
@@ -1379,6 +1382,7 @@ async def open_session(
     if len(set(names)) != len(names):
         raise ValueError(f"executor names must differ, got {names}")
     async with AsyncExitStack() as stack:
+        stack.enter_context(_collect_less())
         writer: StoreWriter | None = None
         history: History | None = None
         if store:
@@ -1425,6 +1429,28 @@ async def open_session(
                 if writer is not None:
                     await writer.close()
                 store_nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _collect_less() -> Iterator[None]:
+    """Run the garbage collector's young collections less often, for the session.
+
+    Python's default (one every 700 new objects) suits short-lived objects; a session
+    makes a few that live as long as it does for every task (the Task, its job, its
+    paths), and each young collection moved them along to the older generations, whose
+    collections went through all of them again: a sixth of the engine's time on 10,000
+    tasks. The old threshold comes back when the session ends.
+    """
+    first, *rest = gc.get_threshold()
+    if first >= _YOUNG_COLLECTION_EVERY or not gc.isenabled():
+        yield
+        return
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *rest)
+    try:
+        yield
+    finally:
+        if gc.get_threshold()[0] == _YOUNG_COLLECTION_EVERY:  # unless changed meanwhile
+            gc.set_threshold(first, *rest)
 
 
 async def bag(*items: Any) -> list[Any]:

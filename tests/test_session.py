@@ -456,3 +456,26 @@ async def test_unawaited_started_failure_stops_the_flow(workdir, autojump_clock)
             await session.run(flow_bg)
         assert trio.current_time() == 1.0
     del slow
+
+
+async def test_a_session_collects_garbage_less_often_and_gives_the_setting_back(workdir):
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, before[1], before[2])
+    try:
+        async with open_session(executors=[FakeExecutor()]):
+            assert gc.get_threshold()[0] == 50_000
+            await sf.Task(cmd="a", outputs="a.txt")
+        assert gc.get_threshold()[0] == 700
+        # a program that collects less often already, or not at all, keeps its choice
+        gc.set_threshold(100_000, before[1], before[2])
+        async with open_session(executors=[FakeExecutor()]):
+            assert gc.get_threshold()[0] == 100_000
+        gc.set_threshold(700, before[1], before[2])
+        gc.disable()
+        async with open_session(executors=[FakeExecutor()]):
+            assert gc.get_threshold()[0] == 700
+    finally:
+        gc.enable()
+        gc.set_threshold(*before)
