@@ -2,9 +2,9 @@
 
 ``FakeExecutor`` takes the place of a real executor: each attempt waits ``duration``
 seconds of trio time (so ``trio.testing.MockClock`` makes it instant), asks
-``behaviour(spec)`` for an exit code, and on success writes every literal output
-(on failure, a one-line log).
-It records what it ran, so a test can assert on it::
+``behaviour(spec)`` for an exit code, and on success makes every literal output, as
+an empty file (on failure, it writes a one-line log). It records what it ran, so a
+test can assert on it::
 
     fake = FakeExecutor(slots=2, duration=1.0)
     async with sf.open_session(executors=[fake]) as session:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 
@@ -47,6 +48,7 @@ class FakeExecutor(Executor):
         self.max_running = 0
         self._host = socket.gethostname()
         self._dirs: set[str] = set()  # directories known to exist
+        self._mknod = True  # until the system refuses
 
     @property
     def capacity(self) -> int:
@@ -77,9 +79,21 @@ class FakeExecutor(Executor):
                 if parent not in self._dirs:
                     os.makedirs(parent, exist_ok=True)
                     self._dirs.add(parent)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    os.write(fd, b"fake\n")
-                finally:
-                    os.close(fd)
+                self._create(path)
         return Outcome(returncode, started, time.time(), self._host, job_id="fake")
+
+    def _create(self, path: str) -> None:
+        """Make ``path`` an empty file, new or emptied: what a real command leaves, cheaply.
+
+        One system call (``mknod``) where the file is new and the system lets anyone
+        make a regular file that way; else open and close.
+        """
+        if self._mknod:
+            try:
+                os.mknod(path, 0o644 | stat.S_IFREG)
+                return
+            except FileExistsError:
+                pass
+            except (PermissionError, AttributeError, NotImplementedError):
+                self._mknod = False
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))

@@ -479,3 +479,15 @@ async def test_a_session_collects_garbage_less_often_and_gives_the_setting_back(
     finally:
         gc.enable()
         gc.set_threshold(*before)
+
+
+async def test_the_fake_executor_leaves_its_outputs_empty_even_where_they_exist(workdir):
+    def write_first(spec):
+        Path(spec.outputs[0]).write_text("left by someone else\n")
+        return 0
+
+    async with open_session(executors=[FakeExecutor(behaviour=write_first)]):
+        await sf.Task(cmd="a", outputs="a.txt")
+    async with open_session(executors=[FakeExecutor()]):
+        await sf.Task(cmd="b", outputs="sub/b.txt")
+    assert Path("a.txt").read_text() == "" and Path("sub/b.txt").read_text() == ""
