@@ -623,6 +623,9 @@ class StoreWriter:
         self.path = path  # the store's file: the writer connects when the first batch comes
         self._batch = batch
         self._pending: list[Record] = []
+        # starts journaled but not handed over: most attempts end before the next
+        # hand-over, and their end, which holds the start, is all the writer needs then
+        self._starts: dict[tuple[str, int], AttemptStart] = {}
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
         self._outbox = bytearray()  # what the socket would not take at once
@@ -641,6 +644,8 @@ class StoreWriter:
         self._writer: int | threading.Thread = 0
 
     def write(self, record: Record) -> None:
+        if type(record) is AttemptEnd and self._starts:
+            self._starts.pop((record.start.key, record.start.attempt), None)
         pending = self._pending
         pending.append(record)
         if len(pending) >= self._batch:
@@ -660,7 +665,9 @@ class StoreWriter:
         """Record an attempt as running, durably, before its process starts."""
         os.write(self._journal, (dumps(start) + "\n").encode())
         self._journaled = True
-        self.write(start)
+        self._starts[start.key, start.attempt] = start  # a later one (its job id) replaces it
+        if not self._woken:
+            self._nudge()
 
     async def run(self, interval: float = 0.2) -> None:
         """Hand over what is queued whenever there is something, at most every ``interval``.
@@ -690,18 +697,28 @@ class StoreWriter:
             self._stopped.set()
 
     def _hand_over(self) -> None:
-        if self._pending and not self._ended:
+        if (self._pending or self._starts) and not self._ended:
             if self._sock is None:
                 try:
                     self._sock, self._writer = _start_writer(self.path, self._hold)
                 except OSError as exc:  # no socket pair: out of descriptors
                     self._lost(f"the store writer cannot start ({exc})")
                     return
-            batch, self._pending = self._pending, []
+            batch = self._take()
             try:  # what the socket does not take now, run() or close() sends
                 send_now(self._sock, self._outbox, frame([_plain(r) for r in batch]))
             except OSError as exc:
                 self._lost(f"the store writer cannot be reached ({exc})")
+
+    def _take(self) -> list[Record]:
+        """What waits to be handed over, in order; then the starts of attempts still running.
+
+        A start comes after every record queued before it, as it happened: a task's
+        failed attempt, then the start of its next one.
+        """
+        batch: list[Record] = [*self._pending, *self._starts.values()]
+        self._starts, self._pending = {}, []
+        return batch
 
     async def _send_all(self) -> None:
         sock = self._sock
@@ -790,9 +807,8 @@ class StoreWriter:
                 raise self._failed
 
     async def _write_here(self) -> None:
-        if self._pending:
-            plain = [_plain(r) for r in self._pending]
-            self._pending = []
+        if self._pending or self._starts:
+            plain = [_plain(r) for r in self._take()]
             try:
                 await trio.to_thread.run_sync(_write_once, self.path, plain)
             except sqlite3.Error as exc:

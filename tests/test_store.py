@@ -757,3 +757,29 @@ async def test_a_short_session_writes_its_records_itself(workdir: Path) -> None:
     )
     assert any(isinstance(e, sf.StoreError) and "disk full" in str(e) for e in errors), errors
     assert (workdir / ".scriptflow" / "journal").read_text()
+
+
+async def test_a_running_attempt_is_in_the_store_while_it_runs(workdir: Path) -> None:
+    # an attempt that ends before the next hand-over reaches SQLite once, ended; one
+    # that still runs is handed over as running, after the end of the attempt before it
+    def fails_first(spec) -> int:
+        return 1 if spec.attempt == 1 else 0
+
+    def latest() -> list[tuple[str, int]]:
+        uri = f"file:{workdir / '.scriptflow' / 'store.sqlite'}?mode=ro"
+        with sqlite3.connect(uri, uri=True) as db:
+            return db.execute(
+                "SELECT status, attempt FROM tasks WHERE key IN (SELECT key FROM attempts)"
+            ).fetchall()
+
+    seen: list[list[tuple[str, int]]] = []
+    fake = FakeExecutor(slots=1, duration=0.8, behaviour=fails_first)
+    async with sf.open_session(executors=[fake]):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.Task(cmd="flaky", outputs="f.txt", retry=1)._wait)
+            await trio.sleep(0.5)  # attempt 1 runs: handed over at 0.2 s
+            seen.append(latest())
+            await trio.sleep(0.8)  # attempt 2 runs, after attempt 1's end
+            seen.append(latest())
+    assert seen == [[("running", 1)], [("running", 2)]]
+    assert latest() == [("succeeded", 2)]
