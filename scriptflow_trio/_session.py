@@ -307,7 +307,7 @@ class Session:
             ended = time.time()
             self._emit(ev.RunFinished(self.run_id, status, ended, trio.current_time() - t0))
             if self._writer is not None:
-                counts = collections.Counter(j.state.value for j in self._jobs.values())
+                counts = collections.Counter([_VALUE[j.state] for j in self._jobs.values()])
                 final = attrs.evolve(
                     run, status=RunStatus(status), ended=ended, counts=dict(counts)
                 )
@@ -599,7 +599,8 @@ class Session:
         if not decision.run:
             if task.result_file is not None:
                 job.value = self._stored_result(job)
-            self._emit(ev.TaskSkipped(job.name, job.key, decision.reason, time.time()))
+            if self._listeners:
+                self._emit(ev.TaskSkipped(job.name, job.key, decision.reason, time.time()))
             self._finish(job, JobState.SKIPPED)
             return
         job.reason = decision.reason
@@ -884,6 +885,13 @@ class Session:
                     )
                 )
             if writer is not None and start is not None:
+                outputs: tuple[Fingerprint, ...] = ()
+                if made:  # hashing (slow on big files) runs in a thread
+                    outputs = (
+                        await self._fingerprints([path for path, _ in made], True)
+                        if hashing
+                        else self._made_fingerprints(made)
+                    )
                 writer.write(
                     _attempt_end(
                         begin.moved(start),
@@ -893,7 +901,7 @@ class Session:
                         returncode=returncode,
                         reason=reason,
                         printed=printed,
-                        outputs=(await self._output_fingerprints(made, hashing) if made else ()),
+                        outputs=outputs,
                         result=None if reason else job.value,
                     )
                 )
@@ -960,15 +968,10 @@ class Session:
 
         return await trio.to_thread.run_sync(take) if digest else take()
 
-    async def _output_fingerprints(
-        self, made: list[tuple[str, os.stat_result]], digest: bool
-    ) -> tuple[Fingerprint, ...]:
-        """Fingerprints of the files an attempt made; hashing (slow) runs in a thread."""
-        if digest:
-            return await self._fingerprints([path for path, _ in made], True)
-        return tuple(
-            Fingerprint(self._relative(path), st.st_size, st.st_mtime_ns) for path, st in made
-        )
+    def _made_fingerprints(self, made: list[tuple[str, os.stat_result]]) -> tuple[Fingerprint, ...]:
+        """Fingerprints of the files an attempt made, from their stat results."""
+        relative = self._relative
+        return tuple([Fingerprint(relative(path), st.st_size, st.st_mtime_ns) for path, st in made])
 
     def _submission_recorder(self, start: AttemptStart) -> Callable[[str], None]:
         """Journal the job id an executor got, so a later engine can wait for that job."""
@@ -1029,17 +1032,18 @@ class Session:
         if job.finished_event is not None:
             job.finished_event.set()
         now = time.time()
-        self._emit(
-            ev.TaskFinished(
-                job.name,
-                job.key,
-                _STATUS[state],
-                job.attempts,
-                job.duration,
-                now,
-                str(error) if error else "",
+        if self._listeners:  # an event per task is worth making only for someone
+            self._emit(
+                ev.TaskFinished(
+                    job.name,
+                    job.key,
+                    _STATUS[state],
+                    job.attempts,
+                    job.duration,
+                    now,
+                    str(error) if error else "",
+                )
             )
-        )
         if error is not None:
             self.failures.append(error)
         if self._writer is not None and state is not JobState.WOULD_RUN:

@@ -243,6 +243,9 @@ def _journal_line(line: str) -> AttemptRecord | None:
 Record = RunRecord | AttemptRecord | AttemptStart | AttemptEnd | TaskOutcome | OutcomeRow
 
 
+_STATUS_TEXT = {s: s.value for s in AttemptStatus}  # an enum's .value is a slow property
+
+
 def _plain(record: Record) -> tuple[Any, ...]:
     """``record`` as the writer process takes it: plain tuples (see ``_storewrite``).
 
@@ -254,7 +257,7 @@ def _plain(record: Record) -> tuple[Any, ...]:
         return (
             END,
             tuple(e.start),
-            e.status.value,
+            _STATUS_TEXT[e.status],
             e.ended,
             e.log_path,
             e.job_id,
