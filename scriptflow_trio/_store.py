@@ -604,8 +604,10 @@ _LAUNCH = (
 class StoreWriter:
     """Hands records to the writer process in batches, while the flow goes on.
 
-    ``write`` queues a record; ``started`` also appends it to the journal at once, so
-    that it is on record before the attempt's process starts. Run :meth:`run` in a
+    ``write`` queues a record; ``started`` appends an attempt's start to the journal at
+    once, so that it is on record before the attempt's process starts, and hands it to
+    the writer only if the attempt still runs at the next hand-over (an ended attempt's
+    record holds its start). Run :meth:`run` in a
     nursery, and ``await close()`` at the end (also when :meth:`run` never ran).
 
     The event loop only turns records into plain tuples and hands them over, marshal'd
