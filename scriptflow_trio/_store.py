@@ -671,8 +671,7 @@ class StoreWriter:
         os.write(self._journal, (dumps(start) + "\n").encode())
         self._journaled = True
         self._starts[start.key, start.attempt] = start  # a later one (its job id) replaces it
-        if not self._woken:
-            self._nudge()
+        self._nudge()
 
     async def run(self, interval: float = 0.2) -> None:
         """Hand over what is queued whenever there is something, at most every ``interval``.

@@ -776,7 +776,7 @@ async def test_a_running_attempt_is_in_the_store_while_it_runs(workdir: Path) ->
     fake = FakeExecutor(slots=1, duration=0.8, behaviour=fails_first)
     async with sf.open_session(executors=[fake]):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sf.Task(cmd="flaky", outputs="f.txt", retry=1)._wait)
+            nursery.start_soon(sf.bag, sf.Task(cmd="flaky", outputs="f.txt", retry=1))
             await trio.sleep(0.5)  # attempt 1 runs: handed over at 0.2 s
             seen.append(latest())
             await trio.sleep(0.8)  # attempt 2 runs, after attempt 1's end
