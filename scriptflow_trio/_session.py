@@ -35,21 +35,24 @@ from ._lock import StateLock
 from ._records import (
     AttemptRecord,
     AttemptStatus,
-    Fingerprint,
     RunRecord,
     RunStatus,
 )
 from ._store import (
     STORE_FILE,
-    AttemptEnd,
     AttemptStart,
+    EndRecord,
+    FingerprintRow,
     History,
     OutcomeRow,
     Store,
     StoreWriter,
     TaskState,
+    attempt_end,
     fingerprint,
+    fingerprint_row,
     hash_file,
+    with_outcome,
 )
 from ._task import Glob, Task, resolve
 from .executors._base import AttemptSpec, Executor, Outcome
@@ -729,7 +732,11 @@ class Session:
     async def _run_job(self, job: Job, cost: int, scope: trio.CancelScope) -> None:
         """Run the attempts of ``job`` under ``scope``; finish it and free its room."""
         name = job.executor.name
-        ended: tuple[JobState, TaskError | None] = (JobState.CANCELLED, None)
+        ended: tuple[JobState, TaskError | None, EndRecord | None] = (
+            JobState.CANCELLED,
+            None,
+            None,
+        )
         job.scope = scope
         try:
             if job.cancel_requested:
@@ -742,11 +749,17 @@ class Session:
             try:
                 if not job.done:
                     self._finish(job, *ended)
+                elif ended[2] is not None and self._writer is not None:
+                    self._writer.ended(ended[2])
             finally:
                 self._settling[name] -= 1
 
-    async def _attempts(self, job: Job) -> tuple[JobState, TaskError | None]:
-        """Attempt ``job`` until one attempt succeeds or its retries are spent."""
+    async def _attempts(self, job: Job) -> tuple[JobState, TaskError | None, EndRecord | None]:
+        """Attempt ``job`` until one attempt succeeds or its retries are spent.
+
+        The last attempt's record comes back unwritten: :meth:`_finish` writes it with
+        the task's outcome, as one record.
+        """
         task = job.task
         executor = job.executor
         writer = self._writer
@@ -758,12 +771,13 @@ class Session:
         reason, returncode, printed = "", None, True
         log_path: Path | None = None
         hashing = (task.freshness or self.config.freshness) == "hash"
+        end: EndRecord | None = None
         for attempt in range(1, task.retry + 2):
             job.attempts = attempt
             log_path, stored_log = self._log_path(job, attempt)
             started = time.time()
             start: AttemptStart | None = None
-            inputs: tuple[Fingerprint, ...] = ()
+            inputs: tuple[FingerprintRow, ...] = ()
             if writer is not None:
                 if job.inputs:
                     inputs = await self._fingerprints(job.inputs, hashing)
@@ -832,7 +846,7 @@ class Session:
             except BaseException:
                 _unlink(job.paths)  # an interrupted attempt leaves nothing
                 if writer is not None and start is not None:
-                    writer.write(
+                    writer.ended(
                         _attempt_end(
                             begin.moved(start),
                             AttemptStatus.CANCELLED,
@@ -884,34 +898,35 @@ class Session:
                         printed,
                     )
                 )
+            end = None
             if writer is not None and start is not None:
-                outputs: tuple[Fingerprint, ...] = ()
+                outputs: tuple[FingerprintRow, ...] = ()
                 if made:  # hashing (slow on big files) runs in a thread
                     outputs = (
                         await self._fingerprints([path for path, _ in made], True)
                         if hashing
                         else self._made_fingerprints(made)
                     )
-                writer.write(
-                    _attempt_end(
-                        begin.moved(start),
-                        AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
-                        inputs,
-                        outcome,
-                        returncode=returncode,
-                        reason=reason,
-                        printed=printed,
-                        outputs=outputs,
-                        result=None if reason else job.value,
-                    )
+                end = _attempt_end(
+                    begin.moved(start),
+                    AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
+                    inputs,
+                    outcome,
+                    returncode=returncode,
+                    reason=reason,
+                    printed=printed,
+                    outputs=outputs,
+                    result=None if reason else job.value,
                 )
             if not reason:
                 job.duration = now - first.t0  # on trio's clock: virtual in tests
                 self._remember_remade(job)
-                return JobState.SUCCEEDED, None
+                return JobState.SUCCEEDED, None, end
             _unlink(job.paths)
             if not will_retry:
                 break
+            if end is not None and writer is not None:
+                writer.ended(end)  # this task goes on: its outcome comes later
             if self.config.retry_backoff:
                 await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
         job.duration = trio.current_time() - first.t0 if first is not None else 0.0
@@ -923,7 +938,7 @@ class Session:
             log_path=log_path if printed else None,
             log_tail=_tail(log_path) if printed and log_path is not None else "",
         )
-        return JobState.FAILED, error
+        return JobState.FAILED, error, end
 
     def _made_outputs(
         self, job: Job, since_ns: int
@@ -956,22 +971,24 @@ class Session:
                 missing.append(item)
         return missing, made
 
-    async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[Fingerprint, ...]:
+    async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[FingerprintRow, ...]:
         """Fingerprints of existing ``paths``; hashing (slow on big files) runs in a thread."""
         if self._writer is None:
             return ()
         relative = [self._relative(p) for p in paths]
 
-        def take() -> tuple[Fingerprint, ...]:
-            found = (fingerprint(self.root, p, digest=digest) for p in relative)
-            return tuple(fp for fp in found if fp is not None)
+        def take() -> tuple[FingerprintRow, ...]:
+            found = (fingerprint_row(self.root, p, digest=digest) for p in relative)
+            return tuple([fp for fp in found if fp is not None])
 
         return await trio.to_thread.run_sync(take) if digest else take()
 
-    def _made_fingerprints(self, made: list[tuple[str, os.stat_result]]) -> tuple[Fingerprint, ...]:
+    def _made_fingerprints(
+        self, made: list[tuple[str, os.stat_result]]
+    ) -> tuple[FingerprintRow, ...]:
         """Fingerprints of the files an attempt made, from their stat results."""
         relative = self._relative
-        return tuple([Fingerprint(relative(path), st.st_size, st.st_mtime_ns) for path, st in made])
+        return tuple([(relative(path), st.st_size, st.st_mtime_ns, None) for path, st in made])
 
     def _submission_recorder(self, start: AttemptStart) -> Callable[[str], None]:
         """Journal the job id an executor got, so a later engine can wait for that job."""
@@ -1021,7 +1038,14 @@ class Session:
 
     # -- finishing --------------------------------------------------------------------
 
-    def _finish(self, job: Job, state: JobState, error: TaskError | None = None) -> None:
+    def _finish(
+        self,
+        job: Job,
+        state: JobState,
+        error: TaskError | None = None,
+        end: EndRecord | None = None,
+    ) -> None:
+        """Mark ``job`` done; record how it ended (with ``end``, its last attempt's record)."""
         job.state = state
         job.error = error
         if job.ok:
@@ -1047,18 +1071,20 @@ class Session:
         if error is not None:
             self.failures.append(error)
         if self._writer is not None and state is not JobState.WOULD_RUN:
-            self._writer.write(
-                OutcomeRow(
-                    self.run_id,
-                    job.key,
-                    job.name,
-                    _VALUE[state],
-                    job.attempts,
-                    job.duration,
-                    now,
-                    " ".join(job.after),
-                )
+            outcome = OutcomeRow(
+                self.run_id,
+                job.key,
+                job.name,
+                _VALUE[state],
+                job.attempts,
+                job.duration,
+                now,
+                " ".join(job.after),
             )
+            if end is None:
+                self._writer.write(outcome)
+            else:  # one record for both
+                self._writer.ended(with_outcome(end, outcome))
         for watcher in job.watchers or ():
             watcher(job)
         for dependent in job.dependents or ():
@@ -1300,22 +1326,22 @@ def _unlink(paths: Iterable[str]) -> None:
 def _attempt_end(
     start: AttemptStart,
     status: AttemptStatus,
-    inputs: tuple[Fingerprint, ...],
+    inputs: tuple[FingerprintRow, ...],
     outcome: Outcome | None = None,
     *,
     printed: bool = True,
     returncode: int | None = None,
     reason: str = "",
-    outputs: tuple[Fingerprint, ...] = (),
+    outputs: tuple[FingerprintRow, ...] = (),
     result: Any = None,
-) -> AttemptEnd:
+) -> EndRecord:
     """The record of an attempt that ended: how it started, how it ended, what it used."""
     log_path = start.log_path if printed else ""  # it printed nothing: no log file
     if outcome is None:
-        return AttemptEnd(
+        return attempt_end(
             start, status, time.time(), log_path, start.job_id, "", returncode, reason, inputs
         )
-    return AttemptEnd(
+    return attempt_end(
         start,
         status,
         outcome.ended,

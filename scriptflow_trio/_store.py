@@ -154,45 +154,6 @@ class AttemptStart(NamedTuple):
         )
 
 
-class AttemptEnd(NamedTuple):
-    """An attempt that ended: its start as the journal has it, then how it ended.
-
-    Made for every attempt and turned straight into its row and its JSON (the same
-    JSON as ``AttemptRecord``'s, defaults left out): building the attrs record and
-    unstructuring it cost two thirds of what the store spent per task.
-    """
-
-    start: AttemptStart
-    status: AttemptStatus
-    ended: float | None
-    log_path: str
-    job_id: str = ""
-    host: str = ""
-    returncode: int | None = None
-    reason: str = ""
-    inputs: tuple[Fingerprint, ...] = ()
-    outputs: tuple[Fingerprint, ...] = ()
-    result: Any = None
-    cpu_seconds: float | None = None
-    max_rss: int | None = None
-
-    def record(self) -> AttemptRecord:
-        return self.start.record(
-            status=self.status,
-            ended=self.ended,
-            log_path=self.log_path,
-            job_id=self.job_id,
-            host=self.host,
-            returncode=self.returncode,
-            reason=self.reason,
-            inputs=self.inputs,
-            outputs=self.outputs,
-            result=self.result,
-            cpu_seconds=self.cpu_seconds,
-            max_rss=self.max_rss,
-        )
-
-
 class OutcomeRow(NamedTuple):
     """A :class:`TaskOutcome` as its ``run_tasks`` row, written once per task."""
 
@@ -240,10 +201,64 @@ def _journal_line(line: str) -> AttemptRecord | None:
     return record
 
 
-Record = RunRecord | AttemptRecord | AttemptStart | AttemptEnd | TaskOutcome | OutcomeRow
+# a file's fingerprint as the writer takes it: (path, size, mtime_ns, digest)
+FingerprintRow = tuple[str, int, int, str | None]
+
+# an attempt that ended, as the writer takes it (see ``_storewrite.END``): made for
+# every attempt straight from what the session has, without an ``AttemptRecord`` or
+# a tuple of named fields (building and converting those cost a third of what the
+# store spent on the event loop per task)
+EndRecord = tuple[Any, ...]
+
+
+Record = RunRecord | AttemptRecord | AttemptStart | EndRecord | TaskOutcome | OutcomeRow
 
 
 _STATUS_TEXT = {s: s.value for s in AttemptStatus}  # an enum's .value is a slow property
+
+
+def attempt_end(
+    start: AttemptStart,
+    status: AttemptStatus,
+    ended: float | None,
+    log_path: str,
+    job_id: str = "",
+    host: str = "",
+    returncode: int | None = None,
+    reason: str = "",
+    inputs: Sequence[FingerprintRow] = (),
+    outputs: Sequence[FingerprintRow] = (),
+    result: Any = None,
+    cpu_seconds: float | None = None,
+    max_rss: int | None = None,
+) -> EndRecord:
+    """The record of an attempt that ended.
+
+    The store keeps it as the ``AttemptRecord`` of the same fields (its JSON, which the
+    writer makes from this).
+    """
+    return (
+        END,
+        tuple(start),
+        _STATUS_TEXT[status],
+        ended,
+        log_path,
+        job_id,
+        host,
+        returncode,
+        reason,
+        inputs,
+        outputs,
+        result,
+        cpu_seconds,
+        max_rss,
+        None,  # the task's outcome, when this was its last attempt: see with_outcome
+    )
+
+
+def with_outcome(end: EndRecord, outcome: OutcomeRow) -> EndRecord:
+    """``end``, the last attempt of its task, carrying the task's ``run_tasks`` row."""
+    return (*end[:14], tuple(outcome))
 
 
 def _plain(record: Record) -> tuple[Any, ...]:
@@ -252,24 +267,8 @@ def _plain(record: Record) -> tuple[Any, ...]:
     Made on the event loop for every record: the frequent ones first, by exact type.
     """
     kind = type(record)
-    if kind is AttemptEnd:
-        e: AttemptEnd = record  # type: ignore[assignment]
-        return (
-            END,
-            tuple(e.start),
-            _STATUS_TEXT[e.status],
-            e.ended,
-            e.log_path,
-            e.job_id,
-            e.host,
-            e.returncode,
-            e.reason,
-            [(f.path, f.size, f.mtime_ns, f.digest) for f in e.inputs] if e.inputs else (),
-            [(f.path, f.size, f.mtime_ns, f.digest) for f in e.outputs] if e.outputs else (),
-            e.result,
-            e.cpu_seconds,
-            e.max_rss,
-        )
+    if kind is tuple:  # made plain already: an attempt's end
+        return record  # type: ignore[return-value]
     if kind is OutcomeRow or kind is AttemptStart:
         return (OUTCOME if kind is OutcomeRow else START, tuple(record))  # type: ignore[arg-type]
     if isinstance(record, AttemptRecord):
@@ -595,25 +594,30 @@ def _cannot_write(path: Path, why: str) -> str:
 
 
 # run as a module, not a script, so that its bytecode is cached
+# it leaves with os._exit once it has said it is done: nothing is left to flush, and the
+# engine waits for it to be gone (tearing the interpreter down took a few milliseconds)
 _LAUNCH = (
-    "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; import _storewrite; "
-    "sys.exit(_storewrite.main(sys.argv))"
+    "import os, sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; import _storewrite; "
+    "os._exit(_storewrite.main(sys.argv))"
 )
 
 
 class StoreWriter:
     """Hands records to the writer process in batches, while the flow goes on.
 
-    ``write`` queues a record; ``started`` appends an attempt's start to the journal at
-    once, so that it is on record before the attempt's process starts, and hands it to
-    the writer only if the attempt still runs at the next hand-over (an ended attempt's
-    record holds its start). Run :meth:`run` in a
-    nursery, and ``await close()`` at the end (also when :meth:`run` never ran).
+    ``write`` queues a record (``ended`` an attempt's end); ``started`` appends an
+    attempt's start to the journal at once, so that it is on record before the
+    attempt's process starts, and hands it to the writer only if the attempt still runs
+    at the next hand-over (an ended attempt's record holds its start). Run :meth:`run`
+    in a nursery, and ``await close()`` at the end (also when :meth:`run` never ran).
 
     The event loop only turns records into plain tuples and hands them over, marshal'd
     (C code): every ``interval`` from :meth:`run`, and at once when ``batch`` records
     are waiting, so that a long synchronous stretch of the flow (a bag of 10,000 tasks,
-    decided in one go) is written while it goes on. The writer (``_storewrite.py``)
+    decided in one go) is written while it goes on; what the socket cannot take at
+    once is sent as soon as it can. Batches stay small (250 records: 250 tasks, a few
+    milliseconds of the writer's work) because the last one is waited for at the
+    close. The writer (``_storewrite.py``)
     turns them into rows and commits them on the other core. It holds ``hold`` (the
     state directory's lock) until it ends, so that no session opens the store while
     it still writes what a dead engine handed over. Where no process can be started,
@@ -624,7 +628,7 @@ class StoreWriter:
     itself at the close, and does not pay for a process start (about 10 ms of CPU).
     """
 
-    def __init__(self, path: Path, *, hold: int | None = None, batch: int = 1000) -> None:
+    def __init__(self, path: Path, *, hold: int | None = None, batch: int = 250) -> None:
         self.path = path  # the store's file: the writer connects when the first batch comes
         self._batch = batch
         self._pending: list[Record] = []
@@ -634,11 +638,13 @@ class StoreWriter:
         self._wake = trio.Event()
         self._woken = False  # _wake is set (one call less per record)
         self._outbox = bytearray()  # what the socket would not take at once
+        self._sendable = trio.Event()  # the outbox has something: _send() sends it
         self._inbox = bytearray()
         self._failed: StoreError | None = None
         self._ended = False  # the writer's end of the socket is closed
         self._closed = False
         self._scope: trio.CancelScope | None = None  # run()'s, while it runs
+        self._nursery: trio.Nursery | None = None  # run()'s too: the socket's tasks
         self._stopped = trio.Event()  # run() is over
         self._journal = os.open(
             path.parent / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
@@ -648,15 +654,18 @@ class StoreWriter:
         self._sock: socket.socket | None = None  # and the writer, once started
         self._writer: int | threading.Thread = 0
 
+    def ended(self, end: EndRecord) -> None:
+        """Queue an attempt's end (from :func:`attempt_end`): its start goes no further."""
+        if self._starts:
+            start = end[1]
+            self._starts.pop((start[1], start[3]), None)
+        self.write(end)
+
     def write(self, record: Record) -> None:
-        if type(record) is AttemptEnd and self._starts:
-            self._starts.pop((record.start.key, record.start.attempt), None)
         pending = self._pending
         pending.append(record)
         if len(pending) >= self._batch:
             self._hand_over()
-            if self._outbox:  # run() sends the rest
-                self._nudge()
         elif not self._woken:
             self._nudge()
 
@@ -684,21 +693,26 @@ class StoreWriter:
             return
         try:
             async with trio.open_nursery() as nursery:
-                self._scope = nursery.cancel_scope
+                self._scope, self._nursery = nursery.cancel_scope, nursery
+                if self._sock is not None:  # a batch came first
+                    self._serve()
                 await trio.sleep(interval)  # a session that ends sooner needs no writer
                 while True:
                     await self._wake.wait()
                     self._wake, self._woken = trio.Event(), False
-                    listening = self._sock is not None
                     self._hand_over()
-                    if not listening and self._sock is not None:
-                        nursery.start_soon(self._listen)
-                    await self._send_all()
                     if self._failed is not None:
                         raise self._failed
                     await trio.sleep(interval)
         finally:
+            self._nursery = None
             self._stopped.set()
+
+    def _serve(self) -> None:
+        """Start listening to the writer, and sending to it, once it has started."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._listen)
+        self._nursery.start_soon(self._send)
 
     def _hand_over(self) -> None:
         if (self._pending or self._starts) and not self._ended:
@@ -708,9 +722,12 @@ class StoreWriter:
                 except OSError as exc:  # no socket pair: out of descriptors
                     self._lost(f"the store writer cannot start ({exc})")
                     return
+                if self._nursery is not None:
+                    self._serve()
             batch = self._take()
-            try:  # what the socket does not take now, run() or close() sends
-                send_now(self._sock, self._outbox, frame([_plain(r) for r in batch]))
+            try:  # what the socket does not take now, _send() or close() sends
+                if send_now(self._sock, self._outbox, frame([_plain(r) for r in batch])):
+                    self._sendable.set()
             except OSError as exc:
                 self._lost(f"the store writer cannot be reached ({exc})")
 
@@ -723,6 +740,19 @@ class StoreWriter:
         batch: list[Record] = [*self._pending, *self._starts.values()]
         self._starts, self._pending = {}, []
         return batch
+
+    async def _send(self) -> None:
+        """Send what waits in the outbox as soon as the writer can take it.
+
+        Not at the next hand-over: the socket holds far less than a batch, and a writer
+        left waiting meanwhile falls behind, to be waited for at the close.
+        """
+        while not self._ended:
+            await self._sendable.wait()
+            self._sendable = trio.Event()
+            await self._send_all()
+        if self._failed is not None:
+            self._nudge()  # run() raises it
 
     async def _send_all(self) -> None:
         sock = self._sock
@@ -889,13 +919,19 @@ def _serve_in_thread(sock: socket.socket, path: str) -> None:
 
 def fingerprint(root: str, path: str, *, digest: bool = False) -> Fingerprint | None:
     """The fingerprint of ``path`` now (None if it does not exist); hashing blocks."""
+    row = fingerprint_row(root, path, digest=digest)
+    return None if row is None else Fingerprint(*row)
+
+
+def fingerprint_row(root: str, path: str, *, digest: bool = False) -> FingerprintRow | None:
+    """:func:`fingerprint` as the writer takes it, for an attempt's record."""
     full = path if os.path.isabs(path) else os.path.join(root, path)
     try:
         st = os.stat(full)
     except (FileNotFoundError, NotADirectoryError):
         return None
     hashed = hash_file(full) if digest and not os.path.isdir(full) else None
-    return Fingerprint(path, st.st_size, st.st_mtime_ns, hashed)
+    return path, st.st_size, st.st_mtime_ns, hashed
 
 
 def hash_file(path: str) -> str:

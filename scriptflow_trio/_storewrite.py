@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 # what a plain record is: its first item
 START = 0  # (START, (run_id, key, name, attempt, command, executor, started, log_path, job_id))
 END = 1  # (END, start, status, ended, log_path, job_id, host, returncode, reason,
-#            inputs, outputs, result, cpu_seconds, max_rss); fingerprints as 4-tuples
+#            inputs, outputs, result, cpu_seconds, max_rss, outcome); fingerprints as
+#            4-tuples, outcome the task's run_tasks row when this was its last attempt
 OUTCOME = 2  # (OUTCOME, run_tasks row)
 ATTEMPT = 3  # (ATTEMPT, attempts row, files rows): an attempt written whole, as it is
 RUN = 4  # (RUN, runs row)
@@ -138,6 +139,8 @@ def rows(batch: Iterable[Sequence[Any]]) -> Rows:
         if kind == END or kind == START:
             s = record[1]
             latest[s[0], s[1], s[3]] = record
+            if kind == END and record[14] is not None:
+                outcomes.append(record[14])
         elif kind == OUTCOME:
             outcomes.append(record[1])
         elif kind == ATTEMPT:
@@ -162,7 +165,7 @@ def rows(batch: Iterable[Sequence[Any]]) -> Rows:
             text = end_json(s, status, None, s[7], s[8])
         else:
             status = record[2]
-            text = end_json(s, *record[2:])
+            text = end_json(s, *record[2:14])
             if status == "succeeded":
                 file_rows.extend([(fp[0], s[1], s[4]) for fp in record[10]])
         attempt_rows.append((s[0], s[1], s[3], s[2], status, s[6], text))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from helpers import Recorder, alive
 
 import scriptflow_trio as sf
@@ -518,34 +519,71 @@ def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
     from scriptflow_trio._records import Fingerprint
 
     start = _store.AttemptStart("r1", "k" * 40, "solve-1", 2, "python solve.py", "local", 1.5, "l")
-    ends = [
-        _store.AttemptEnd(start, AttemptStatus.RUNNING, None, "l"),
-        _store.AttemptEnd(start, AttemptStatus.SUCCEEDED, 2.5, "", "123", "node1", 0),
-        _store.AttemptEnd(
-            start._replace(job_id="9"),
-            AttemptStatus.FAILED,
-            3.0,
-            "l",
-            "9",
-            "node2",
-            3,
-            "exit code 3",
-            (Fingerprint("in.csv", 10, 5, "abc"),),
-            (Fingerprint("out.csv", 0, 7),),
-            {"rmse": [1, 2.5, "x"]},
-            0.25,
-            1 << 30,
+    failed = start._replace(job_id="9")
+    # each record as the engine hands it over, and the AttemptRecord it stands for
+    cases = [
+        (start, start.record()),
+        (
+            _store.attempt_end(start, AttemptStatus.RUNNING, None, "l"),
+            start.record(),
+        ),
+        (
+            _store.attempt_end(start, AttemptStatus.SUCCEEDED, 2.5, "", "123", "node1", 0),
+            start.record(
+                status=AttemptStatus.SUCCEEDED,
+                ended=2.5,
+                log_path="",
+                job_id="123",
+                host="node1",
+                returncode=0,
+            ),
+        ),
+        (
+            _store.attempt_end(
+                failed,
+                AttemptStatus.FAILED,
+                3.0,
+                "l",
+                "9",
+                "node2",
+                3,
+                "exit code 3",
+                (("in.csv", 10, 5, "abc"),),
+                (("out.csv", 0, 7, None),),
+                {"rmse": [1, 2.5, "x"]},
+                0.25,
+                1 << 30,
+            ),
+            failed.record(
+                status=AttemptStatus.FAILED,
+                ended=3.0,
+                host="node2",
+                returncode=3,
+                reason="exit code 3",
+                inputs=(Fingerprint("in.csv", 10, 5, "abc"),),
+                outputs=(Fingerprint("out.csv", 0, 7),),
+                result={"rmse": [1, 2.5, "x"]},
+                cpu_seconds=0.25,
+                max_rss=1 << 30,
+            ),
         ),
     ]
     converter = _store._converter()
-    for end in [start, *ends]:
-        record = end.record()
+    for end, record in cases:
         # as the writer process gets it: plain tuples, through marshal
         plain = marshal.loads(marshal.dumps([_store._plain(end)]))
-        (row,) = _storewrite.rows(plain)["attempts"]
+        tables = _storewrite.rows(plain)
+        (row,) = tables["attempts"]
         assert row[:6] == ("r1", "k" * 40, 2, "solve-1", record.status.value, 1.5)
         assert json.loads(row[6]) == converter.unstructure(record)
         assert _store._load(row[6], type(record)) == record
+        assert tables["run_tasks"] == []
+    # the last attempt of a task carries the task's outcome: one record, two rows
+    outcome = _store.OutcomeRow("r1", "k" * 40, "solve-1", "failed", 2, 1.5, 3.0, "k1 k2")
+    last = _store.with_outcome(cases[-1][0], outcome)
+    tables = _storewrite.rows(marshal.loads(marshal.dumps([_store._plain(last)])))
+    assert tables["run_tasks"] == [tuple(outcome)]
+    assert json.loads(tables["attempts"][0][6]) == converter.unstructure(cases[-1][1])
     runs = [
         RunRecord("r1", "flow", 1.5),
         RunRecord(
@@ -575,7 +613,6 @@ def test_batches_of_any_size_are_written_whole_and_in_order(
     # whole (1,000-odd rows, then a remainder), under a small bind limit too, and a
     # later batch's end must win over an earlier batch's start
     from scriptflow_trio import _store
-    from scriptflow_trio._records import Fingerprint
 
     store = Store.open(tmp_path)
     if bind_limit is not None:
@@ -587,7 +624,7 @@ def test_batches_of_any_size_are_written_whole_and_in_order(
     ]
     store.apply(starts)
     ends = [
-        _store.AttemptEnd(s, AttemptStatus.SUCCEEDED, 2.0, "", outputs=(Fingerprint(s.key, 1, 2),))
+        _store.attempt_end(s, AttemptStatus.SUCCEEDED, 2.0, "", outputs=((s.key, 1, 2, None),))
         for s in starts[: n - 7]
     ]
     outcomes = [
@@ -783,3 +820,36 @@ async def test_a_running_attempt_is_in_the_store_while_it_runs(workdir: Path) ->
             seen.append(latest())
     assert seen == [[("running", 1)], [("running", 2)]]
     assert latest() == [("succeeded", 2)]
+
+
+async def test_what_the_socket_cannot_take_at_once_is_sent_without_waiting_for_a_hand_over(
+    tmp_path: Path,
+) -> None:
+    # far more records than the socket holds, handed over in batches as they come: the
+    # writer gets them all while the engine goes on, not one socketful per interval
+    from scriptflow_trio import _store
+
+    Store.open(tmp_path).close()
+    path = tmp_path / "store.sqlite"
+    writer = _store.StoreWriter(path, batch=100)
+    n = 4_000
+
+    def stored() -> int:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM run_tasks").fetchone()[0])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run, 3600.0)  # no hand-over of its own in this test
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(n):
+            start = _store.AttemptStart("r1", f"{i:040d}", f"t{i}", 1, f"touch {i}", "x", 1.0, "")
+            outcome = _store.OutcomeRow("r1", start.key, start.name, "succeeded", 1, 0.5, 2.0, "")
+            end = _store.attempt_end(start, AttemptStatus.SUCCEEDED, 2.0, "", reason="x" * 200)
+            writer.ended(_store.with_outcome(end, outcome))
+        assert len(writer._outbox) > 0  # more than one socketful waited
+        with trio.fail_after(20):
+            while stored() < n:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    await writer.close()
+    assert stored() == n
