@@ -750,7 +750,7 @@ class Session:
                 if not job.done:
                     self._finish(job, *ended)
                 elif ended[2] is not None and self._writer is not None:
-                    self._writer.ended(ended[2])
+                    self._writer.ended(ended[2])  # finished from elsewhere: record the attempt
             finally:
                 self._settling[name] -= 1
 
