@@ -51,3 +51,15 @@ def _make() -> Callable[[Any], str]:
 
 
 dumps = _make()
+
+
+def _make_quote() -> Callable[[str], str]:
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # pragma: no cover - an interpreter without the C module
+        from json.encoder import py_encode_basestring_ascii as quote
+    return quote  # type: ignore[no-any-return]
+
+
+# a string as JSON text, as dumps writes it: for lines put together by hand
+quote = _make_quote()

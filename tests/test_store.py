@@ -478,6 +478,27 @@ async def test_a_dead_engines_cluster_job_is_waited_for_not_resubmitted(
     assert reason.startswith("its job J42 from run ") and reason.endswith("waiting for it")
 
 
+def test_a_journal_line_is_the_json_of_its_start() -> None:
+    # the line is put together by hand: it must be what the encoder writes, for any
+    # text a task's name, command or paths can hold
+    from scriptflow_trio import _store
+    from scriptflow_trio._jsontext import dumps
+
+    odd = 'a "quoted" \\ back\\slash\n\ttab \x00\x1f \u00e9\u4e2d \U0001f600 \ud800 </script>'
+    starts = [
+        _store.AttemptStart("r1", "k" * 40, "solve-1", 1, "touch out/1.txt", "local", 1.5, ""),
+        _store.AttemptStart(
+            odd, odd, odd, 12345678901234567890, odd, odd, 1764700000.123456, odd, odd
+        ),
+        _store.AttemptStart("", "", "", 0, "", "", 0.1 + 0.2, "", ""),
+        _store.AttemptStart("r", "k", "n", 2, "c", "e", time.time(), "l", "4242"),
+    ]
+    for start in starts:
+        line = _store._journal_text(start)
+        assert line == (dumps(start) + "\n").encode()
+        assert tuple(json.loads(line)) == start
+
+
 def test_a_journal_left_by_an_older_engine_is_recovered(tmp_path: Path) -> None:
     # engines before the compact journal wrote each start as a whole record (a JSON
     # object); a line cut short by the engine's death is skipped
