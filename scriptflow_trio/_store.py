@@ -636,9 +636,10 @@ class StoreWriter:
     it still writes what a dead engine handed over. Where no process can be started,
     the same writer runs in a thread.
 
-    The writer starts with the first hand-over, one ``interval`` into the session: a
-    session that ends sooner (one task, or only skipped ones) writes its few records
-    itself at the close, and does not pay for a process start (about 10 ms of CPU).
+    The writer starts with the first hand-over, one ``interval`` into the session or
+    at the first full batch: a session that ends sooner with fewer records (a few
+    tasks) writes them itself at the close, and does not pay for a process start
+    (about 10 ms of CPU).
     """
 
     def __init__(self, path: Path, *, hold: int | None = None, batch: int = 250) -> None:
