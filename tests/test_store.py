@@ -865,7 +865,7 @@ async def test_what_the_socket_cannot_take_at_once_is_sent_without_waiting_for_a
         for i in range(n):
             start = _store.AttemptStart("r1", f"{i:040d}", f"t{i}", 1, f"touch {i}", "x", 1.0, "")
             outcome = _store.OutcomeRow("r1", start.key, start.name, "succeeded", 1, 0.5, 2.0, "")
-            end = _store.attempt_end(start, AttemptStatus.SUCCEEDED, 2.0, "", reason="x" * 200)
+            end = _store.attempt_end(start, AttemptStatus.SUCCEEDED, 2.0, "", reason="x" * 1000)
             writer.ended(_store.with_outcome(end, outcome))
         assert len(writer._outbox) > 0  # more than one socketful waited
         with trio.fail_after(20):
