@@ -898,7 +898,6 @@ class Session:
                         printed,
                     )
                 )
-            end = None
             if writer is not None and start is not None:
                 outputs: tuple[FingerprintRow, ...] = ()
                 if made:  # hashing (slow on big files) runs in a thread
