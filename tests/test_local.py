@@ -287,3 +287,41 @@ async def test_a_retry_waits_at_the_front_of_the_queue(workdir):
     order = Path("order").read_text().split()
     assert order[0] == "flaky" and order.count("flaky") == 2, order
     assert order.index("flaky", 1) == 2, order
+
+
+def test_the_spawner_holds_its_news_while_it_has_queued_work_and_sends_it_when_it_has_not():
+    """The engine hears of ends in batches while every slot has a successor queued."""
+    import signal
+    import socket
+    import time
+
+    from scriptflow_trio.executors import _spawner
+
+    engine, mine = socket.socketpair()
+    handler = signal.getsignal(signal.SIGCHLD)
+    spawner = _spawner.Spawner(mine.fileno(), slots=1)  # takes SIGCHLD and the wake-up fd
+    try:
+        engine.setblocking(False)
+        spawner.queue.append(("run", 7, 1, True, "/bin/true", ["true"], None, "/", "/x", False))
+        spawner.send(("exit", 6, 100, 0, 0.0, None, False, time.time()))
+        left = spawner.flush()
+        assert 0 < left <= _spawner.HOLD
+        with pytest.raises(BlockingIOError):
+            engine.recv(1 << 16)
+        spawner.send(("exit", 5, 101, 0, 0.0, None, False, time.time()))
+        time.sleep(_spawner.HOLD)
+        assert spawner.flush() == -1.0  # held long enough: both go in one write
+        inbox = bytearray(engine.recv(1 << 16))
+        assert [m[1] for m in _spawner.frames(inbox)] == [6, 5]
+        spawner.queue.clear()
+        spawner.send(("exit", 7, 102, 0, 0.0, None, False, time.time()))
+        assert spawner.flush() == -1.0  # nothing queued: the engine must hear at once
+        inbox = bytearray(engine.recv(1 << 16))
+        assert [m[1] for m in _spawner.frames(inbox)] == [7]
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, handler)
+        spawner.poll.close()
+        os.close(spawner.child_ended)
+        engine.close()
+        mine.close()
