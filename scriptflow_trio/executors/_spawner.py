@@ -344,7 +344,7 @@ class Spawner:
             now = time.monotonic()
             if not self.held_since:
                 self.held_since = now
-            left = self.held_since + HOLD - now
+            left = HOLD - (now - self.held_since)  # never above HOLD, as floats round
             if left > 0:
                 return left
         self.held_since = 0.0
