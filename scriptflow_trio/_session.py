@@ -1137,10 +1137,16 @@ class Session:
         left = sum(1 for j in jobs if not j.done)
         wake = trio.Event()
         keep_going = self.config.keep_going
+        stopped = False
 
         def watcher(job: Job) -> None:
-            nonlocal left
+            nonlocal left, stopped
             left -= 1
+            if job.error is not None and not keep_going and not stopped:
+                # at once, not when this task wakes: by then every worker that ended
+                # an attempt in the meantime would have started its next job
+                stopped = True
+                self._stop_unwanted([j for j in waiting if not j.done], ours=1)
             if left == 0 or (job.error is not None and not keep_going):
                 wake.set()
 
@@ -1166,18 +1172,25 @@ class Session:
 
     async def _cancel_unwanted(self, jobs: Sequence[Job]) -> None:
         """Cancel the unfinished jobs that nobody waits for any more, and wait for them."""
-        doomed = [j for j in jobs if j.waiters == 0 and not j.held and not j.done]
+        doomed = self._stop_unwanted(jobs)
         if not doomed:
             return
         with trio.CancelScope(shield=True):
             for job in doomed:
-                job.cancel_requested = True
-                if job.state in (JobState.BLOCKED, JobState.QUEUED):
-                    self._finish(job, JobState.CANCELLED)
-                elif job.scope is not None:
-                    job.scope.cancel()
-            for job in doomed:
                 await _finished(job)
+
+    def _stop_unwanted(self, jobs: Sequence[Job], ours: int = 0) -> list[Job]:
+        """Cancel the unfinished ``jobs`` that nobody but the caller (``ours`` waiters)
+        waits for: a job not started ends now, a running one is told to stop. Returns
+        the jobs cancelled."""
+        doomed = [j for j in jobs if j.waiters == ours and not j.held and not j.done]
+        for job in doomed:
+            job.cancel_requested = True
+            if job.state in (JobState.BLOCKED, JobState.QUEUED):
+                self._finish(job, JobState.CANCELLED)
+            elif job.scope is not None:
+                job.scope.cancel()
+        return doomed
 
     # -- events -----------------------------------------------------------------------
 

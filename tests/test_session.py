@@ -334,7 +334,8 @@ async def test_stage_retry_reruns_only_what_failed(workdir, autojump_clock):
             return 1
         return 0
 
-    fake = FakeExecutor(behaviour=behaviour)
+    # one slot: a has succeeded when b fails (the first failure cancels what still runs)
+    fake = FakeExecutor(slots=1, behaviour=behaviour)
     async with open_session(executors=[fake]):
         a = sf.Task(cmd="a", outputs="a.txt", name="a")
         b = sf.Task(cmd="b", outputs="b.txt", name="b")
