@@ -190,7 +190,7 @@ async def test_an_attempt_queued_ahead_starts_its_timeout_and_its_events_when_it
     recorder = Recorder()
     executor = sf.LocalExecutor(slots=1)
     async with sf.open_session(executors=[executor], listeners=[recorder]) as session:
-        assert executor.lookahead == 2
+        assert executor.lookahead >= 2
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sf.bag, *(_stamped(i, 0.5) for i in range(3)))
             while len(recorder.of(ev.AttemptStarted)) < 1:
@@ -220,8 +220,9 @@ async def test_a_command_that_does_not_exist_fails_fast_in_a_bag(workdir):
     async with sf.open_session(executors=[sf.LocalExecutor(slots=2)], listeners=[recorder]):
         with trio.fail_after(10), pytest.raises(sf.TaskFailed, match="command not found"):
             await sf.bag(*tasks)
-    # fail-fast: a few attempts per worker before the bag cancels the rest, not all 40
-    assert len(recorder.of(ev.AttemptFinished)) < 20
+    # fail-fast: the first failure stops the rest at once, before any other worker
+    # (there are slots + lookahead of them) ends its attempt or takes a next job
+    assert len(recorder.of(ev.AttemptFinished)) <= 2
 
 
 async def test_when_the_spawner_is_killed_its_attempts_are_lost_and_their_processes_die(workdir):

@@ -9,7 +9,7 @@ On Linux a small helper process, the spawner (``_spawner.py``), starts and reaps
 attempts: the engine sends it each command over a socket and hears back how it ended
 (exit code, CPU time, peak memory), while it goes on with its own work. Starting a
 process from the engine itself blocked the engine until the child had exec'd, often a
-millisecond on a busy machine (see ``_spawner.py``). The executor takes two attempts
+millisecond on a busy machine (see ``_spawner.py``). The executor takes eight attempts
 per slot beyond its slots (``lookahead``): the spawner holds them and starts the next
 the moment a slot frees, and the session hears of the start through
 ``spec.on_started``. If the engine dies, the spawner kills what it started.
@@ -107,7 +107,10 @@ class LocalExecutor(Executor):
             nursery = await self._stack.enter_async_context(trio.open_nursery())
             self._spawner, self._prepared = self._prepared or _Spawner.start(self.slots), None
             nursery.start_soon(self._spawner.serve, name=f"{self.name} spawner")
-            self._lookahead = 2 * self.slots  # two per slot: 4 % faster than one, W1 here
+            # eight per slot: while the queue holds a successor for every slot, the
+            # spawner holds its news (HOLD), so a deeper queue makes fewer, bigger batches
+            # (1,000 touches: 3 % less wall time than two per slot; 10,000: 5 %)
+            self._lookahead = 8 * self.slots
             self._room = _Room(self.slots)
         return self
 
@@ -480,7 +483,8 @@ class _Spawner:
         stream = on_output is not None
         ident = -attempt.ident if retry else attempt.ident
         message = ("run", ident, cost, report, program, argv, env, cwd, log_path, stream)
-        self._send(out + _spawner.frame(message))
+        # one that waits in the spawner's queue anyway goes with the others this round
+        self._send(out + _spawner.frame(message), now=not report)
         if not report:
             attempt.began = time.time()
             if on_started is not None:
@@ -491,13 +495,25 @@ class _Spawner:
         if not attempt.done and not self.lost:
             self._send(_spawner.frame(("signal", attempt.ident, int(signum))))
 
-    def _send(self, data: bytes) -> None:
-        try:
-            waiting = _spawner.send_now(self._sock, self._outbox, data)
-        except OSError as exc:
-            self._gone(f"the process spawner cannot be reached ({exc})")
-            return
-        if waiting:
+    def _send(self, data: bytes, now: bool = True) -> None:
+        """Send ``data`` after what waits already: at once, or (``now`` false) from the
+        flusher, once the tasks woken with this one have sent theirs.
+
+        The attempts that wait in the spawner's queue (the slots are full) can wait:
+        sent one by one, each woke the spawner, which shares the cores with them.
+        """
+        outbox = self._outbox
+        outbox += data
+        if now:
+            try:
+                sent = self._sock.send(outbox)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._gone(f"the process spawner cannot be reached ({exc})")
+                return
+            del outbox[:sent]
+        if outbox:
             self._flush.set()
 
     async def serve(self) -> None:
@@ -570,15 +586,16 @@ class _Spawner:
             await self._flush.wait()
             self._flush = trio.Event()
             while self._outbox and not self.lost:
-                await trio.lowlevel.wait_writable(self._sock)
                 try:
                     sent = self._sock.send(self._outbox)
                 except BlockingIOError:
-                    continue
+                    sent = 0
                 except OSError as exc:
                     self._gone(f"the process spawner cannot be reached ({exc})")
                     break
                 del self._outbox[:sent]
+                if self._outbox:
+                    await trio.lowlevel.wait_writable(self._sock)
 
     def _gone(self, reason: str) -> None:
         """The spawner ended: what it ran is lost (the session may retry it elsewhere)."""
