@@ -5,8 +5,8 @@
 Every measurement prepares its workload in a fresh temporary directory, runs one tool
 there as a process of its own and waits for it with ``os.wait4``: wall time, and the
 peak RSS of the tool (or of the biggest process it waited for). The tools take turns
-within each workload, the whole round is repeated (3 times by default) and the table
-shows medians. It prints one markdown table to stdout (progress goes to stderr) and
+within each workload, the whole round is repeated (3 times by default, 7 for the
+tools that take seconds on W0, W1 and W3) and the table shows medians. It prints one markdown table to stdout (progress goes to stderr) and
 writes every sample to a JSON file.
 
 Workloads (each task is a real process unless said otherwise; 2 slots throughout):
@@ -390,6 +390,10 @@ QUICK = Sizes(
 
 #: runs of each measurement (W1's also give W2's); the table shows their median
 FULL_REPEATS = {"W0": 3, "W1": 3, "W3": 3, "W4": 3, "W5": 3}
+#: the full run: more runs of the tools that take seconds on the workloads judged as a
+#: ratio to make, whose medians of 3 moved by 20 % between runs of the same code
+FAST_TOOLS = ("scriptflow_trio", "make", "xargs", "doit")
+FULL_FAST_REPEATS = {"W0": 7, "W1": 7, "W3": 7}
 #: --quick: what fits in a few minutes; W1 at 10,000 tasks is the slowest part
 QUICK_REPEATS = {"W0": 3, "W1": 1, "W3": 2, "W4": 1, "W5": 2}
 
@@ -399,10 +403,15 @@ def plan(
 ) -> list[Unit]:
     sizes = QUICK if quick else FULL
     rounds = dict(QUICK_REPEATS if quick else FULL_REPEATS)
+    fast = {} if quick else dict(FULL_FAST_REPEATS)
     if repeat is not None:
         rounds = {workload: repeat for workload in rounds}
+        fast = {}
     order = [k for k in TOOL_KEYS if k in tools]
     units: list[Unit] = []
+
+    def runs(workload: str, key: str) -> int:
+        return fast.get(workload, rounds[workload]) if key in FAST_TOOLS else rounds[workload]
 
     def skip(workload: str, case: str, size: int, label: str, why: str) -> None:
         res.row(workload, case, size, label).skipped = why
@@ -410,7 +419,7 @@ def plan(
     if "W0" in only:
         for key in order:
             if key != "xargs":
-                units.append(w0_unit(res, tools[key], rounds["W0"]))
+                units.append(w0_unit(res, tools[key], runs("W0", key)))
     if only & {"W1", "W2"}:
         for n in sizes.w1:
             for key in order:
@@ -430,7 +439,7 @@ def plan(
                     noop_only = (
                         "not run: too slow (one run of 10,000 with `--scheduler greedy` took 373 s)"
                     )
-                units.append(w1_unit(res, tool, n, rounds["W1"], only, noop_only))
+                units.append(w1_unit(res, tool, n, runs("W1", key), only, noop_only))
     if "W3" in only:
         hops_of = {key: CHAIN_HOPS for key in order if key != "xargs"}
         if "scriptflow" in hops_of:
@@ -438,7 +447,8 @@ def plan(
             if sizes.scriptflow_hops != CHAIN_HOPS and "make" in tools:
                 hops_of["make (short chain)"] = sizes.scriptflow_hops
         for key, hops in hops_of.items():
-            units.append(w3_unit(res, tools[key.split()[0]], hops, rounds["W3"]))
+            tool = key.split()[0]
+            units.append(w3_unit(res, tools[tool], hops, runs("W3", tool)))
     if "W4" in only:
         for n in sizes.w4:
             if "scriptflow_trio" in tools:
