@@ -255,6 +255,8 @@ class Session:
         self._free = {name: e.capacity + e.lookahead for name, e in self.executors.items()}
         self._ahead = {name for name, e in self.executors.items() if e.lookahead > 0}
         self._settling = dict.fromkeys(self.executors, 0)  # workers finishing a job
+        # jobs taken for workers not yet running, in order (trio runs new tasks in any order)
+        self._handed = {name: collections.deque[tuple[Job, int]]() for name in self.executors}
         self._to_decide: collections.deque[Job] = collections.deque()
         self._deciding = False
         self._held: set[Job] = set()
@@ -684,9 +686,11 @@ class Session:
         """
         if self._closing or self._settling[executor.name]:
             return
+        handed = self._handed[executor.name]
         while (taken := self._take(executor)) is not None:
+            handed.append(taken)
             self._nursery.start_soon(
-                self._worker, *taken, name=f"scriptflow worker {executor.name}"
+                self._worker, executor, name=f"scriptflow worker {executor.name}"
             )
 
     def _take(self, executor: Executor) -> tuple[Job, int] | None:
@@ -707,15 +711,17 @@ class Session:
             return job, cost
         return None
 
-    async def _worker(self, job: Job, cost: int) -> None:
-        """Run ``job``, then each next queued job that fits, until none does.
+    async def _worker(self, executor: Executor) -> None:
+        """Run the oldest job handed to a worker, then each next queued job that fits,
+        until none does.
 
-        The jobs of a worker share its cancel scope (one scope per job cost a few
-        microseconds each): cancelling a job cancels the scope, and the worker goes on
-        with the next job under a new one.
+        A worker takes its first job when it starts, not when it is spawned: trio starts
+        the tasks spawned together in any order, and the jobs must start in the order
+        they were queued. The jobs of a worker share its cancel scope (one scope per job
+        cost a few microseconds each): cancelling a job cancels the scope, and the
+        worker goes on with the next job under a new one.
         """
-        executor = job.executor
-        taken: tuple[Job, int] | None = (job, cost)
+        taken: tuple[Job, int] | None = self._handed[executor.name].popleft()
         while taken is not None:
             with trio.CancelScope() as scope:
                 while taken is not None and not scope.cancel_called:

@@ -214,6 +214,20 @@ async def test_an_attempt_queued_ahead_starts_its_timeout_and_its_events_when_it
     assert all(a.ended <= b.started for a, b in zip(records, records[1:], strict=False))
 
 
+async def test_the_tasks_of_a_bag_start_in_the_order_it_lists_them(workdir):
+    # the first slots + lookahead attempts are handed to workers spawned together,
+    # which trio starts in any order (reversed, one time in two): 8 runs make a pass
+    # by chance 1 in 256
+    names = [f"t{i}" for i in range(24)]
+    for run in range(8):
+        recorder = Recorder()
+        async with sf.open_session(executors=[sf.LocalExecutor(slots=2)], listeners=[recorder]):
+            await sf.bag(
+                *(sf.Task(cmd=["touch", f"{run}-{n}"], outputs=f"{run}-{n}", name=n) for n in names)
+            )
+        assert [e.name for e in recorder.of(ev.AttemptStarted)] == names
+
+
 async def test_a_command_that_does_not_exist_fails_fast_in_a_bag(workdir):
     recorder = Recorder()
     tasks = [sf.Task(cmd=f"no-such-program-xyz {i}", name=f"n{i}") for i in range(40)]
