@@ -6,8 +6,9 @@ Every measurement prepares its workload in a fresh temporary directory, runs one
 there as a process of its own and waits for it with ``os.wait4``: wall time, and the
 peak RSS of the tool (or of the biggest process it waited for). The tools take turns
 within each workload, the whole round is repeated (3 times by default, 7 for the
-tools that take seconds on W0, W1 and W3) and the table shows medians. It prints one markdown table to stdout (progress goes to stderr) and
-writes every sample to a JSON file.
+tools that take seconds on W0, W1 and W3) and the table shows medians. It prints one
+markdown table to stdout (progress goes to stderr) and writes every sample to a JSON
+file.
 
 Workloads (each task is a real process unless said otherwise; 2 slots throughout):
 

@@ -1148,12 +1148,13 @@ class Session:
         def watcher(job: Job) -> None:
             nonlocal left, stopped
             left -= 1
-            if job.error is not None and not keep_going and not stopped:
+            failed = job.error is not None and not keep_going
+            if failed and not stopped:
                 # at once, not when this task wakes: by then every worker that ended
                 # an attempt in the meantime would have started its next job
                 stopped = True
                 self._stop_unwanted([j for j in waiting if not j.done], ours=1)
-            if left == 0 or (job.error is not None and not keep_going):
+            if left == 0 or failed:
                 wake.set()
 
         if left == 0 or (not keep_going and any(j.error for j in jobs)):

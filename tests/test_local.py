@@ -190,7 +190,7 @@ async def test_an_attempt_queued_ahead_starts_its_timeout_and_its_events_when_it
     recorder = Recorder()
     executor = sf.LocalExecutor(slots=1)
     async with sf.open_session(executors=[executor], listeners=[recorder]) as session:
-        assert executor.lookahead >= 2
+        assert executor.lookahead == 8
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sf.bag, *(_stamped(i, 0.5) for i in range(3)))
             while len(recorder.of(ev.AttemptStarted)) < 1:

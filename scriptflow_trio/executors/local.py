@@ -502,19 +502,24 @@ class _Spawner:
         The attempts that wait in the spawner's queue (the slots are full) can wait:
         sent one by one, each woke the spawner, which shares the cores with them.
         """
-        outbox = self._outbox
-        outbox += data
-        if now:
-            try:
-                sent = self._sock.send(outbox)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._gone(f"the process spawner cannot be reached ({exc})")
-                return
-            del outbox[:sent]
-        if outbox:
+        self._outbox += data
+        if now and not self._push():
+            return
+        if self._outbox:
             self._flush.set()
+
+    def _push(self) -> bool:
+        """Send what the outbox holds, as much as the socket takes now; False when the
+        spawner is gone."""
+        try:
+            sent = self._sock.send(self._outbox)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            self._gone(f"the process spawner cannot be reached ({exc})")
+            return False
+        del self._outbox[:sent]
+        return True
 
     async def serve(self) -> None:
         """Read the spawner's messages until it ends; send what the socket would not take.
@@ -585,15 +590,7 @@ class _Spawner:
         while True:
             await self._flush.wait()
             self._flush = trio.Event()
-            while self._outbox and not self.lost:
-                try:
-                    sent = self._sock.send(self._outbox)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    self._gone(f"the process spawner cannot be reached ({exc})")
-                    break
-                del self._outbox[:sent]
+            while self._outbox and not self.lost and self._push():
                 if self._outbox:
                     await trio.lowlevel.wait_writable(self._sock)
 
