@@ -262,6 +262,9 @@ class Session:
         self._held: set[Job] = set()
         self._held_done = trio.Event()
         self._closing = False
+        # while an awaited task is submitted, the executors that would be pumped: its
+        # job may run in the awaiting trio task instead of a worker's (see await_task)
+        self._holding: set[Executor] | None = None
         self._flow_scope: trio.CancelScope | None = None
         self._unawaited_error: TaskError | None = None
         self._log_dir: Path | None = None
@@ -686,6 +689,9 @@ class Session:
         """
         if self._closing or self._settling[executor.name]:
             return
+        if self._holding is not None:
+            self._holding.add(executor)
+            return
         handed = self._handed[executor.name]
         while (taken := self._take(executor)) is not None:
             handed.append(taken)
@@ -735,30 +741,53 @@ class Session:
                 taken = self._take(executor)
                 self._pump(executor)
 
-    async def _run_job(self, job: Job, cost: int, scope: trio.CancelScope) -> None:
-        """Run the attempts of ``job`` under ``scope``; finish it and free its room."""
+    async def _run_job(
+        self, job: Job, cost: int, scope: trio.CancelScope, *, here: bool = False
+    ) -> None:
+        """Run the attempts of ``job`` under ``scope``; finish it and free its room.
+
+        ``here``: the job runs in the flow's task that awaits it (:meth:`await_task`).
+        If that task is cancelled while others still want the job, the job goes back to
+        the head of its queue, for a worker, instead of ending cancelled.
+        """
         name = job.executor.name
         ended: tuple[JobState, TaskError | None, EndRecord | None] = (
             JobState.CANCELLED,
             None,
             None,
         )
+        again = False
         job.scope = scope
         try:
             if job.cancel_requested:
                 scope.cancel()
             ended = await self._attempts(job)
+        except trio.Cancelled:
+            # the awaiting task's own waiter count is still in job.waiters
+            again = (
+                here
+                and not scope.cancel_called
+                and not job.cancel_requested
+                and not self._closing
+                and (job.waiters > 1 or job.held)
+            )
+            raise
         finally:
             job.scope = None
             self._free[name] += cost
             self._settling[name] += 1
             try:
-                if not job.done:
+                if again and not job.done:
+                    job.state = JobState.QUEUED
+                    self._queues[name].appendleft(job)
+                elif not job.done:
                     self._finish(job, *ended)
                 elif ended[2] is not None and self._writer is not None:
                     self._writer.ended(ended[2])  # finished from elsewhere: record the attempt
             finally:
                 self._settling[name] -= 1
+            if here:  # no worker goes on to the next queued job: its room is for them
+                self._pump(job.executor)
 
     async def _attempts(self, job: Job) -> tuple[JobState, TaskError | None, EndRecord | None]:
         """Attempt ``job`` until one attempt succeeds or its retries are spent.
@@ -1115,6 +1144,47 @@ class Session:
             self._flow_scope.cancel()
 
     # -- waiting ----------------------------------------------------------------------
+
+    async def await_task(self, task: Task) -> None:
+        """Submit ``task`` and wait for it, running its job in this trio task if it can
+        start at once (what ``await task`` does).
+
+        A chain of tasks awaited in turn then costs no worker task per hop and one
+        trip through trio's scheduler less. The job runs here only if it was queued by
+        this submission, is first in its queue and fits; otherwise a worker runs it, as
+        for a bag.
+        """
+        pumped = self._holding = set()
+        try:
+            job = self.submit(task)
+        except BaseException:
+            self._holding = None
+            for executor in pumped:
+                self._pump(executor)
+            raise
+        self._holding = None
+        taken = None
+        executor = job.executor
+        if executor in pumped and job.state is JobState.QUEUED and not job.waiters:
+            queue = self._queues[executor.name]
+            while queue and queue[0].state is not JobState.QUEUED:
+                queue.popleft()
+            if queue and queue[0] is job:
+                taken = self._take(executor)
+        for other in pumped:
+            self._pump(other)
+        if taken is None:
+            await self.wait(job)
+            return
+        job.waiters += 1
+        try:
+            with trio.CancelScope() as scope:
+                await self._run_job(job, taken[1], scope, here=True)
+        finally:
+            job.waiters -= 1
+        if job.error is not None:
+            raise job.error
+        _mark_done(job.task, job)
 
     async def wait(self, job: Job) -> None:
         """Wait for ``job``; raise its error. Cancelling the last waiter cancels the job."""

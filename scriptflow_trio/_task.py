@@ -283,8 +283,7 @@ class Task:
     async def _wait(self) -> Task:
         from ._session import current_session
 
-        session = current_session()
-        await session.wait(session.submit(self))
+        await current_session().await_task(self)
         return self
 
     def start(self) -> Task:

@@ -77,6 +77,57 @@ async def test_same_task_awaited_twice_runs_once(workdir, autojump_clock):
     assert len(fake.runs) == 1
 
 
+async def test_a_task_still_awaited_elsewhere_survives_the_cancel_of_its_first_awaiter(
+    workdir, autojump_clock
+):
+    # `await first` runs the job in the awaiting trio task; cancelling that task must not
+    # end the job that `second` (the same key) still awaits: it starts again, for it
+    fake = FakeExecutor(slots=2, duration=1.0)
+    async with open_session(executors=[fake]):
+        first = sf.Task(cmd="x", outputs="x.txt", name="x")
+        second = sf.Task(cmd="x", outputs="x.txt", name="x")
+        ended: list[float] = []
+
+        async def awaits_later() -> None:
+            await trio.sleep(0.1)
+            await second
+            ended.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(awaits_later)
+            with trio.move_on_after(0.5):
+                await first
+        assert ended == [1.5]
+        assert second.done
+        assert Path("x.txt").exists()
+    assert [s.name for s in fake.cancelled] == ["x"]
+    assert [s.name for s in fake.runs] == ["x", "x"]
+
+
+async def test_an_awaited_task_does_not_start_before_the_tasks_queued_ahead(
+    workdir, autojump_clock
+):
+    # "wide" waits for both slots behind "a"; "c" fits in the free one, but is queued
+    # after "wide", and must not start first
+    fake = FakeExecutor(slots=2, duration=1.0)
+    async with open_session(executors=[fake]):
+        queued = [
+            sf.Task(cmd="a", outputs="a.txt", name="a"),
+            sf.Task(cmd="wide", outputs="wide.txt", name="wide", cores=2),
+        ]
+        late = sf.Task(cmd="c", outputs="c.txt", name="c")
+
+        async def awaits_later() -> None:
+            await trio.sleep(0.1)
+            await late
+            assert trio.current_time() == 3.0
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sf.bag, *queued)
+            nursery.start_soon(awaits_later)
+    assert [s.name for s in fake.runs] == ["a", "wide", "c"]
+
+
 async def test_start_submits_now_and_await_later(workdir, autojump_clock):
     fake = FakeExecutor(duration=5.0)
     async with open_session(executors=[fake]):
