@@ -1009,13 +1009,30 @@ class Session:
         """Fingerprints of existing ``paths``; hashing (slow on big files) runs in a thread."""
         if self._writer is None:
             return ()
+        if not digest:
+            return self._stat_fingerprints(paths)
         relative = [self._relative(p) for p in paths]
 
         def take() -> tuple[FingerprintRow, ...]:
-            found = (fingerprint_row(self.root, p, digest=digest) for p in relative)
+            found = (fingerprint_row(self.root, p, digest=True) for p in relative)
             return tuple([fp for fp in found if fp is not None])
 
-        return await trio.to_thread.run_sync(take) if digest else take()
+        return await trio.to_thread.run_sync(take)
+
+    def _stat_fingerprints(self, paths: Sequence[str]) -> tuple[FingerprintRow, ...]:
+        """Size and time of each of ``paths`` that exists, each path normalised once."""
+        rows: list[FingerprintRow] = []
+        prefix, root, stat = self._root_prefix, self.root, os.stat
+        cut = len(prefix)
+        for path in paths:
+            full = self._norm(path)
+            try:
+                st = stat(full)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            relative = full[cut:] if full.startswith(prefix) else os.path.relpath(full, root)
+            rows.append((relative, st.st_size, st.st_mtime_ns, None))
+        return tuple(rows)
 
     def _made_fingerprints(
         self, made: list[tuple[str, os.stat_result]]

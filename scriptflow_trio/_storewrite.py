@@ -35,10 +35,10 @@ except ImportError:  # pragma: no cover - an interpreter without it
     import sqlite3  # type: ignore[no-redef]
 
 if __package__:  # in the engine: scriptflow_trio._storewrite
-    from ._jsontext import dumps
+    from ._jsontext import dumps, quote
     from .executors._spawner import frame, frames
 else:  # the writer process, run from the package's directories
-    from _jsontext import dumps  # type: ignore[import-not-found, no-redef]
+    from _jsontext import dumps, quote  # type: ignore[import-not-found, no-redef]
     from _spawner import frame, frames  # type: ignore[import-not-found, no-redef]
 
 TYPE_CHECKING = False  # typing itself would be a third of the start
@@ -78,6 +78,8 @@ def end_json(
     """The JSON of the attempt's ``AttemptRecord``, as the store's converter writes it.
 
     Defaults are left out, as the converter leaves them out (``omit_if_default``).
+    The fingerprints are written by hand: a task with 10,000 inputs took 10 ms as
+    dicts for the encoder, 3 ms this way.
     """
     d: dict[str, Any] = {
         "run_id": start[0],
@@ -102,27 +104,44 @@ def end_json(
         d["returncode"] = returncode
     if reason:
         d["reason"] = reason
+    if not inputs and not outputs:
+        if result is not None:
+            d["result"] = result  # what a result file held: JSON already
+        if cpu_seconds is not None:
+            d["cpu_seconds"] = cpu_seconds
+        if max_rss is not None:
+            d["max_rss"] = max_rss
+        return dumps(d)
+    parts = [dumps(d)[:-1]]  # less its closing brace: the rest follows
     if inputs:
-        d["inputs"] = _fingerprints_json(inputs)
+        parts.append(',"inputs":')
+        parts.append(_fingerprints_text(inputs))
     if outputs:
-        d["outputs"] = _fingerprints_json(outputs)
+        parts.append(',"outputs":')
+        parts.append(_fingerprints_text(outputs))
+    rest = {}
     if result is not None:
-        d["result"] = result  # what a result file held: JSON already
+        rest["result"] = result
     if cpu_seconds is not None:
-        d["cpu_seconds"] = cpu_seconds
+        rest["cpu_seconds"] = cpu_seconds
     if max_rss is not None:
-        d["max_rss"] = max_rss
-    return dumps(d)
+        rest["max_rss"] = max_rss
+    parts.append("," + dumps(rest)[1:] if rest else "}")
+    return "".join(parts)
 
 
-def _fingerprints_json(fps: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-    out = []
+def _fingerprints_text(fps: Iterable[Sequence[Any]]) -> str:
+    """Fingerprint rows as the JSON list of their records (sizes and times are ints)."""
+    items = []
     for path, size, mtime_ns, digest in fps:
-        d: dict[str, Any] = {"path": path, "size": size, "mtime_ns": mtime_ns}
-        if digest is not None:
-            d["digest"] = digest
-        out.append(d)
-    return out
+        if digest is None:
+            items.append(f'{{"path":{quote(path)},"size":{size:d},"mtime_ns":{mtime_ns:d}}}')
+        else:
+            items.append(
+                f'{{"path":{quote(path)},"size":{size:d},"mtime_ns":{mtime_ns:d},'
+                f'"digest":{quote(digest)}}}'
+            )
+    return "[" + ",".join(items) + "]"
 
 
 def rows(batch: Iterable[Sequence[Any]]) -> Rows:

@@ -559,6 +559,26 @@ def test_ended_attempts_and_runs_are_stored_as_their_records_would_be() -> None:
                 returncode=0,
             ),
         ),
+        (  # fingerprints and nothing after them; a path JSON must escape
+            _store.attempt_end(
+                start,
+                AttemptStatus.SUCCEEDED,
+                2.5,
+                "l",
+                "",
+                "",
+                0,
+                "",
+                (),
+                (('r\u00e9sum\u00e9 "1".csv', 3, 8, None),),
+            ),
+            start.record(
+                status=AttemptStatus.SUCCEEDED,
+                ended=2.5,
+                returncode=0,
+                outputs=(Fingerprint('r\u00e9sum\u00e9 "1".csv', 3, 8),),
+            ),
+        ),
         (
             _store.attempt_end(
                 failed,
