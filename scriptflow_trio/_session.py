@@ -68,6 +68,7 @@ _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
 # started may carry a time slightly before it.
 _MTIME_SLOP_NS = 50_000_000
 _LOG_TAIL_LINES = 20
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")  # what a log file's name leaves out
 # objects made between two young collections of the garbage collector, during a session
 _YOUNG_COLLECTION_EVERY = 50_000
 
@@ -1063,15 +1064,15 @@ class Session:
             log_dir.mkdir(parents=True, exist_ok=True)
             self._stored_log_prefix = os.path.join(self._relative(str(log_dir)), "")
         if not job.log_stem:
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name)[:60].strip("._") or "task"
+            safe = _UNSAFE_IN_NAMES.sub("_", job.name)[:60].strip("._") or "task"
             job.log_stem = f"{safe}-{job.key[:8]}"
         name = f"{job.log_stem}.{attempt}.log"
         # a child of the directory's Path: half the parsing of a Path of the whole string
         return log_dir / name, self._stored_log_prefix + name
 
     def _make_parent_dirs(self, paths: Iterable[str]) -> None:
-        for path in paths:
-            parent = os.path.dirname(path)
+        for path in paths:  # absolute and normalised: what dirname does, faster
+            parent = path.rpartition("/")[0] if os.sep == "/" else os.path.dirname(path)
             if parent and parent not in self._made_dirs:
                 os.makedirs(parent, exist_ok=True)
                 self._made_dirs.add(parent)
