@@ -1037,9 +1037,24 @@ class Session:
     def _made_fingerprints(
         self, made: list[tuple[str, os.stat_result]]
     ) -> tuple[FingerprintRow, ...]:
-        """Fingerprints of the files an attempt made, from their stat results."""
-        relative = self._relative
-        return tuple([(relative(path), st.st_size, st.st_mtime_ns, None) for path, st in made])
+        """Fingerprints of the files an attempt made, from their stat results.
+
+        Their paths are normalised already: under the project directory, cutting its
+        prefix is all :meth:`_relative` would do.
+        """
+        prefix = self._root_prefix
+        cut = len(prefix)
+        return tuple(
+            [
+                (
+                    path[cut:] if path.startswith(prefix) else self._relative(path),
+                    st.st_size,
+                    st.st_mtime_ns,
+                    None,
+                )
+                for path, st in made
+            ]
+        )
 
     def _submission_recorder(self, start: AttemptStart) -> Callable[[str], None]:
         """Journal the job id an executor got, so a later engine can wait for that job."""
@@ -1122,7 +1137,7 @@ class Session:
         if error is not None:
             self.failures.append(error)
         if self._writer is not None and state is not JobState.WOULD_RUN:
-            outcome = OutcomeRow(
+            row = (
                 self.run_id,
                 job.key,
                 job.name,
@@ -1133,9 +1148,9 @@ class Session:
                 " ".join(job.after),
             )
             if end is None:
-                self._writer.write(outcome)
+                self._writer.write(OutcomeRow(*row))
             else:  # one record for both
-                self._writer.ended(with_outcome(end, outcome))
+                self._writer.ended(with_outcome(end, row))
         for watcher in job.watchers or ():
             watcher(job)
         for dependent in job.dependents or ():

@@ -269,9 +269,10 @@ def attempt_end(
     )
 
 
-def with_outcome(end: EndRecord, outcome: OutcomeRow) -> EndRecord:
-    """``end``, the last attempt of its task, carrying the task's ``run_tasks`` row."""
-    return (*end[:14], tuple(outcome))
+def with_outcome(end: EndRecord, outcome: tuple[Any, ...]) -> EndRecord:
+    """``end``, the last attempt of its task, carrying the task's ``run_tasks`` row
+    (an :class:`OutcomeRow`, or the plain tuple of its fields)."""
+    return (*end[:14], outcome if type(outcome) is tuple else tuple(outcome))
 
 
 def _plain(record: Record) -> tuple[Any, ...]:
