@@ -703,6 +703,8 @@ class Session:
     def _take(self, executor: Executor) -> tuple[Job, int] | None:
         """The next queued job, marked running, if it fits in its executor's free room."""
         name = executor.name
+        if self._free[name] <= 0:  # full: every attempt takes a unit at least
+            return None
         queue = self._queues[name]
         while queue:
             job = queue[0]
@@ -872,7 +874,7 @@ class Session:
             begin.deadline = trio.CancelScope() if task.timeout else None
             try:
                 if not ahead:
-                    begin.now()
+                    begin.now(begin.t0)  # made a moment ago: one clock reading less
                 if begin.deadline is not None:
                     with begin.deadline:
                         outcome = await executor.run(spec)
@@ -1393,11 +1395,12 @@ class _Begin:
         self.wall = at
         self.now()
 
-    def now(self) -> None:
+    def now(self, t0: float | None = None) -> None:
+        """The attempt starts now (at ``t0`` on trio's clock, when the caller has it)."""
         job = self.job
         announced = job.started  # an executor may start it anew (LocalExecutor, lost spawner)
         job.started = True
-        self.t0 = trio.current_time()
+        self.t0 = trio.current_time() if t0 is None else t0
         if self.deadline is not None and job.task.timeout:
             self.deadline.deadline = self.t0 + job.task.timeout
         if self.session._listeners and not announced:

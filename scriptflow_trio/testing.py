@@ -75,7 +75,7 @@ class FakeExecutor(Executor):
                 log.write(f"fake run of {spec.cmd!r}: exit {returncode}\n")
         if returncode == 0 and self.write_outputs:
             for path in spec.outputs:
-                parent = os.path.dirname(path) or "."
+                parent = path.rpartition("/")[0] or os.path.dirname(path) or "."
                 if parent not in self._dirs:
                     os.makedirs(parent, exist_ok=True)
                     self._dirs.add(parent)
