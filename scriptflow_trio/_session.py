@@ -846,24 +846,26 @@ class Session:
                 started,
                 start,
             )
+            # by position, in the order of its fields (a test holds it): by keyword, the
+            # call cost 0.7 us more, a fiftieth of a task in W5
             spec = AttemptSpec(
-                name=job.name,
-                key=job.key,
-                attempt=attempt,
-                cmd=task.cmd,
-                cwd=cwd,
-                env=task.env,
-                log_path=log_path,
-                run_id=self.run_id,
-                state_dir=self.state_dir,
-                outputs=job.paths,
-                cores=task.cores,
-                mem=task.mem,
-                timeout=task.timeout,
-                on_output=None if task.quiet else self._output_printer(job.name),
-                on_submitted=None if start is None else begin.submitted,
-                on_started=begin if ahead else None,
-                reattach=job.reattach if attempt == 1 else "",
+                job.name,  # name
+                job.key,  # key
+                attempt,  # attempt
+                task.cmd,  # cmd
+                cwd,  # cwd
+                task.env,  # env
+                log_path,  # log_path
+                self.run_id,  # run_id
+                self.state_dir,  # state_dir
+                job.paths,  # outputs
+                task.cores,  # cores
+                task.mem,  # mem
+                task.timeout,  # timeout
+                None if task.quiet else self._output_printer(job.name),  # on_output
+                None if start is None else begin.submitted,  # on_submitted
+                begin if ahead else None,  # on_started
+                job.reattach if attempt == 1 else "",  # reattach
             )
             first = first or begin
             since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS

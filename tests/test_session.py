@@ -543,3 +543,34 @@ async def test_the_fake_executor_leaves_its_outputs_empty_even_where_they_exist(
     async with open_session(executors=[FakeExecutor()]):
         await sf.Task(cmd="b", outputs="sub/b.txt")
     assert Path("a.txt").read_text() == "" and Path("sub/b.txt").read_text() == ""
+
+
+async def test_the_attempt_spec_carries_each_field_of_the_task(workdir, autojump_clock):
+    # the session builds AttemptSpec by position: each value must land in its field
+    fake = FakeExecutor(duration=1.0)
+    os.mkdir("sub")
+    async with open_session(executors=[fake], state_dir="state") as session:
+        task = sf.Task(
+            cmd=["solve", "--n", "3"],
+            outputs="sub/out.txt",
+            name="solve-3",
+            cores=2,
+            mem="3G",
+            timeout=50,
+            env={"A": "1"},
+            cwd="sub",
+            quiet=False,
+        )
+        await task
+    (spec,) = fake.runs
+    assert (spec.name, spec.key, spec.attempt) == ("solve-3", task.key, 1)
+    assert spec.cmd == ("solve", "--n", "3") and not spec.shell
+    assert spec.cwd == os.path.join(os.getcwd(), "sub")
+    assert spec.env == {"A": "1"}
+    assert spec.log_path.parent.name == session.run_id == spec.run_id
+    assert spec.log_path.name.startswith("solve-3-") and spec.log_path.suffix == ".log"
+    assert spec.state_dir == Path(os.getcwd(), "state")
+    assert spec.outputs == (os.path.join(os.getcwd(), "sub", "out.txt"),)
+    assert (spec.cores, spec.mem, spec.timeout) == (2, "3G", 50)
+    assert callable(spec.on_output) and spec.on_submitted is None and spec.on_started is None
+    assert spec.reattach == ""
