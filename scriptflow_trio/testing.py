@@ -80,7 +80,7 @@ class FakeExecutor(Executor):
                     os.makedirs(parent, exist_ok=True)
                     self._dirs.add(parent)
                 self._create(path)
-        return Outcome(returncode, started, time.time(), self._host, job_id="fake")
+        return Outcome(returncode, started, time.time(), self._host, "fake")  # job_id "fake"
 
     def _create(self, path: str) -> None:
         """Make ``path`` an empty file, new or emptied: what a real command leaves, cheaply.
