@@ -1011,6 +1011,13 @@ class Session:
         """
         missing: list[str] = []
         made: list[tuple[str, os.stat_result]] = []
+        if len(job.paths) == len(job.outputs):  # no glob: each output is its path
+            for item, path in zip(job.outputs, job.paths, strict=True):
+                try:
+                    made.append((path, os.stat(path)))
+                except OSError:
+                    missing.append(item)  # type: ignore[arg-type]
+            return missing, made
         literal = iter(job.paths)
         for item in job.outputs:
             if isinstance(item, Glob):
@@ -1169,7 +1176,8 @@ class Session:
             if dependent.blockers == 0:
                 self._to_decide.append(dependent)
         job.dependents = None
-        self._decide_pending()
+        if self._to_decide:
+            self._decide_pending()
         if job.held:
             job.held = False
             self._held.discard(job)
