@@ -11,7 +11,6 @@ executor kills what it started before the waiter's ``Cancelled`` propagates.
 from __future__ import annotations
 
 import collections
-import contextvars
 import enum
 import fnmatch
 import gc
@@ -29,7 +28,9 @@ import attrs
 import trio
 
 from . import _events as ev
-from ._errors import InvalidTask, MissingInput, NoSession, TaskError, TaskFailed
+from ._context import current as _current
+from ._context import current_session as current_session
+from ._errors import InvalidTask, MissingInput, TaskError, TaskFailed
 from ._freshness import Decision, decide, expand
 from ._lock import StateLock
 from ._records import (
@@ -60,10 +61,6 @@ from .executors.local import LocalExecutor
 
 T = TypeVar("T")
 
-_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
-    "scriptflow_trio_session", default=None
-)
-
 # File systems stamp times with a coarse clock: a file written just after an attempt
 # started may carry a time slightly before it.
 _MTIME_SLOP_NS = 50_000_000
@@ -93,14 +90,6 @@ def _find_child() -> Callable[[Path, str], Path]:
 _child = _find_child()
 # objects made between two young collections of the garbage collector, during a session
 _YOUNG_COLLECTION_EVERY = 50_000
-
-
-def current_session() -> Session:
-    """The session the calling task runs in; raises NoSession outside of one."""
-    session = _current.get()
-    if session is None:
-        raise NoSession()
-    return session
 
 
 class JobState(enum.Enum):
@@ -1196,7 +1185,7 @@ class Session:
 
     # -- waiting ----------------------------------------------------------------------
 
-    async def await_task(self, task: Task) -> None:
+    async def await_task(self, task: Task) -> Task:
         """Submit ``task`` and wait for it, running its job in this trio task if it can
         start at once (what ``await task`` does).
 
@@ -1226,7 +1215,7 @@ class Session:
             self._pump(other)
         if taken is None:
             await self.wait(job)
-            return
+            return task
         job.waiters += 1
         try:
             await self._run_job(job, taken[1], None)
@@ -1235,6 +1224,7 @@ class Session:
         if job.error is not None:
             raise job.error
         _mark_done(job.task, job)
+        return task
 
     async def wait(self, job: Job) -> None:
         """Wait for ``job``; raise its error. Cancelling the last waiter cancels the job."""

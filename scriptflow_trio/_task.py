@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._context import current_session
 from ._jsontext import dumps
 
 if TYPE_CHECKING:
@@ -278,18 +279,13 @@ class Task:
     # -- awaiting ---------------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, Task]:
-        return self._wait().__await__()
+        return current_session().await_task(self).__await__()
 
     async def _wait(self) -> Task:
-        from ._session import current_session
-
-        await current_session().await_task(self)
-        return self
+        return await current_session().await_task(self)
 
     def start(self) -> Task:
         """Submit the task now and await it later; the session finishes it regardless."""
-        from ._session import current_session
-
         current_session().submit(self, hold=True)
         return self
 
