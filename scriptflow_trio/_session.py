@@ -66,6 +66,8 @@ T = TypeVar("T")
 _MTIME_SLOP_NS = 50_000_000
 _LOG_TAIL_LINES = 20
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")  # what a log file's name leaves out
+# objects made between two young collections of the garbage collector, during a session
+_YOUNG_COLLECTION_EVERY = 50_000
 
 
 def _find_child() -> Callable[[Path, str], Path]:
@@ -88,8 +90,6 @@ def _find_child() -> Callable[[Path, str], Path]:
 
 
 _child = _find_child()
-# objects made between two young collections of the garbage collector, during a session
-_YOUNG_COLLECTION_EVERY = 50_000
 
 
 class JobState(enum.Enum):
@@ -656,10 +656,13 @@ class Session:
         """``path`` as the store keeps it: relative to the project directory."""
         if path.startswith(self._root_prefix) and "/." not in path and "//" not in path:
             return path[len(self._root_prefix) :]  # already normalised: the common case
-        norm = self._norm(path)
-        if norm.startswith(self._root_prefix):
-            return norm[len(self._root_prefix) :]
-        return os.path.relpath(norm, self.root)
+        return self._relative_normalised(self._norm(path))
+
+    def _relative_normalised(self, norm: str) -> str:
+        """:meth:`_relative` of a path normalised already: under the project directory,
+        its prefix cut."""
+        prefix = self._root_prefix
+        return norm[len(prefix) :] if norm.startswith(prefix) else os.path.relpath(norm, self.root)
 
     def _was_remade(self, path: str) -> bool:
         return self._norm(path) in self._remade
@@ -716,20 +719,24 @@ class Session:
         name = executor.name
         if self._free[name] <= 0:  # full: every attempt takes a unit at least
             return None
+        job = self._head(name)
+        if job is None:
+            return None
+        cost = executor.cost(job.task.cores)
+        if cost > self._free[name]:
+            return None
+        self._queues[name].popleft()
+        self._free[name] -= cost
+        job.state = JobState.RUNNING
+        return job, cost
+
+    def _head(self, name: str) -> Job | None:
+        """The first job still queued for executor ``name`` (those cancelled meanwhile
+        are dropped from the queue's head)."""
         queue = self._queues[name]
-        while queue:
-            job = queue[0]
-            if job.state is not JobState.QUEUED:
-                queue.popleft()
-                continue
-            cost = executor.cost(job.task.cores)
-            if cost > self._free[name]:
-                return None
+        while queue and queue[0].state is not JobState.QUEUED:
             queue.popleft()
-            self._free[name] -= cost
-            job.state = JobState.RUNNING
-            return job, cost
-        return None
+        return queue[0] if queue else None
 
     async def _worker(self, executor: Executor) -> None:
         """Run the oldest job handed to a worker, then each next queued job that fits,
@@ -1045,32 +1052,23 @@ class Session:
     def _stat_fingerprints(self, paths: Sequence[str]) -> tuple[FingerprintRow, ...]:
         """Size and time of each of ``paths`` that exists, each path normalised once."""
         rows: list[FingerprintRow] = []
-        prefix, root, stat = self._root_prefix, self.root, os.stat
-        cut = len(prefix)
         for path in paths:
             full = self._norm(path)
             try:
-                st = stat(full)
+                st = os.stat(full)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            relative = full[cut:] if full.startswith(prefix) else os.path.relpath(full, root)
-            rows.append((relative, st.st_size, st.st_mtime_ns, None))
+            rows.append((self._relative_normalised(full), st.st_size, st.st_mtime_ns, None))
         return tuple(rows)
 
     def _made_fingerprints(
         self, made: list[tuple[str, os.stat_result]]
     ) -> tuple[FingerprintRow, ...]:
-        """Fingerprints of the files an attempt made, from their stat results.
-
-        Their paths are normalised already: under the project directory, cutting its
-        prefix is all :meth:`_relative` would do.
-        """
-        prefix = self._root_prefix
-        cut = len(prefix)
+        """Fingerprints of the files an attempt made (paths normalised), from their stat
+        results."""
         rows: list[FingerprintRow] = []
         for path, st in made:
-            relative = path[cut:] if path.startswith(prefix) else self._relative(path)
-            rows.append((relative, st.st_size, st.st_mtime_ns, None))
+            rows.append((self._relative_normalised(path), st.st_size, st.st_mtime_ns, None))
         return tuple(rows)
 
     def _output_printer(self, name: str) -> Callable[[str], None]:
@@ -1206,10 +1204,7 @@ class Session:
         taken = None
         executor = job.executor
         if executor in pumped and job.state is JobState.QUEUED and not job.waiters:
-            queue = self._queues[executor.name]
-            while queue and queue[0].state is not JobState.QUEUED:
-                queue.popleft()
-            if queue and queue[0] is job:
+            if self._head(executor.name) is job:
                 taken = self._take(executor)
         for other in pumped:
             self._pump(other)

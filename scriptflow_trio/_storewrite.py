@@ -104,13 +104,15 @@ def end_json(
         d["returncode"] = returncode
     if reason:
         d["reason"] = reason
+    rest: dict[str, Any] = {}  # the fields after the fingerprints
+    if result is not None:
+        rest["result"] = result  # what a result file held: JSON already
+    if cpu_seconds is not None:
+        rest["cpu_seconds"] = cpu_seconds
+    if max_rss is not None:
+        rest["max_rss"] = max_rss
     if not inputs and not outputs:
-        if result is not None:
-            d["result"] = result  # what a result file held: JSON already
-        if cpu_seconds is not None:
-            d["cpu_seconds"] = cpu_seconds
-        if max_rss is not None:
-            d["max_rss"] = max_rss
+        d.update(rest)
         return dumps(d)
     parts = [dumps(d)[:-1]]  # less its closing brace: the rest follows
     if inputs:
@@ -119,13 +121,6 @@ def end_json(
     if outputs:
         parts.append(',"outputs":')
         parts.append(_fingerprints_text(outputs))
-    rest = {}
-    if result is not None:
-        rest["result"] = result
-    if cpu_seconds is not None:
-        rest["cpu_seconds"] = cpu_seconds
-    if max_rss is not None:
-        rest["max_rss"] = max_rss
     parts.append("," + dumps(rest)[1:] if rest else "}")
     return "".join(parts)
 
