@@ -702,12 +702,13 @@ class Session:
         ending: a trio task per attempt cost as much as the rest of the engine's work
         on a fast task. While a worker is finishing a job, the queue is left to it.
         """
-        if self._closing or self._settling[executor.name]:
+        name = executor.name
+        if self._closing or self._settling[name] or not self._queues[name]:
             return
         if self._holding is not None:
             self._holding.add(executor)
             return
-        handed = self._handed[executor.name]
+        handed = self._handed[name]
         while (taken := self._take(executor)) is not None:
             handed.append(taken)
             self._nursery.start_soon(
@@ -1204,7 +1205,8 @@ class Session:
         taken = None
         executor = job.executor
         if executor in pumped and job.state is JobState.QUEUED and not job.waiters:
-            if self._head(executor.name) is job:
+            queue = self._queues[executor.name]
+            if queue and queue[0] is job:  # else a worker runs it, in its turn
                 taken = self._take(executor)
         for other in pumped:
             self._pump(other)
@@ -1591,7 +1593,7 @@ async def open_session(
                         _current.reset(token)
             finally:
                 if writer is not None:
-                    await writer.close()
+                    await writer.close(db)
                 store_nursery.cancel_scope.cancel()
 
 
