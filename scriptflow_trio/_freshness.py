@@ -88,6 +88,6 @@ def decide(
 def _missing(root: str, path: str | Glob, full: str, paths: Sequence[str]) -> Decision:
     """Run: output ``path`` is missing; ``absent`` if no other literal output exists."""
     if len(paths) == 1 and paths[0] == full:  # the one literal output: no other to look at
-        return Decision(True, f"output {path} is missing", absent=True)
+        return Decision(True, f"output {path} is missing", "", True)
     absent = all(_mtime(root, p) is None for p in paths if p != full)
-    return Decision(True, f"output {path} is missing", absent=absent)
+    return Decision(True, f"output {path} is missing", "", absent)

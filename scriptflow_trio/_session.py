@@ -284,6 +284,8 @@ class Session:
         self._made_dirs: set[str] = set()
         self._writer = writer
         self._history = history
+        # trio.current_time() is two calls deep; the run's clock is this session's
+        self._clock = trio.lowlevel.current_clock().current_time
 
     # -- public -----------------------------------------------------------------------
 
@@ -483,8 +485,12 @@ class Session:
 
     def _producers_of(self, job: Job) -> list[Job]:
         """The jobs of this session that make one of ``job``'s inputs, finished or not."""
+        inputs = job.task.inputs
+        if len(inputs) == 1 and type(inputs[0]) is str:  # one file (a chain's hop): one lookup
+            made_by = self._producers.get(self._norm(inputs[0]))
+            return [] if made_by is None or made_by.key == job.key else [made_by]
         found: dict[str, Job] = {}
-        for item in job.task.inputs:
+        for item in inputs:
             if isinstance(item, Glob):
                 pattern = self._norm(item.pattern)
                 for path, producer in self._producers.items():
@@ -670,11 +676,12 @@ class Session:
     def _expand_inputs(self, job: Job) -> list[str]:
         inputs: list[str] = []
         for item in job.task.inputs:
-            paths = expand(self.root, item)
             if isinstance(item, Glob):
+                paths = expand(self.root, item)
                 if not paths:
                     raise MissingInput(job.name, item.pattern, " (the glob matches no file)")
             else:
+                paths = [item]
                 norm = self._norm(item)
                 if norm not in self._remade and not os.path.exists(norm):
                     producer = self._producers.get(norm)
@@ -887,7 +894,8 @@ class Session:
                 job.reattach if attempt == 1 else "",  # reattach
             )
             first = first or begin
-            since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
+            # a glob's matches count if written since then (the float's error is < 1 us)
+            since = (job.reattach_since if reattaching else int(started * 1e9)) - _MTIME_SLOP_NS
             outcome = None
             timed_out = False
             # the deadline is set when the attempt starts: at once, or when an executor
@@ -940,7 +948,7 @@ class Session:
             # a command that cannot even start will not start on a second try either
             could_not_start = outcome is not None and bool(outcome.error)
             will_retry = bool(reason) and attempt <= task.retry and not could_not_start
-            now = trio.current_time()
+            now = self._clock()
             printed = outcome is None or outcome.printed
             if listening:
                 self._emit(
@@ -987,7 +995,7 @@ class Session:
                 writer.ended(end)  # this task goes on: its outcome comes later
             if self.config.retry_backoff:
                 await trio.sleep(self.config.retry_backoff * 2 ** (attempt - 1))
-        job.duration = trio.current_time() - first.t0 if first is not None else 0.0
+        job.duration = self._clock() - first.t0 if first is not None else 0.0
         error = TaskFailed(
             job.name,
             reason,
@@ -1405,7 +1413,7 @@ class _Begin:
         self.command = command
         self.log_path = log_path
         self.wall = handed  # when it started, on the wall clock
-        self.t0 = trio.current_time()
+        self.t0 = session._clock()
         self.deadline: trio.CancelScope | None = None
         self.start = start  # the journal's record of it, when the session keeps one
 
@@ -1418,7 +1426,7 @@ class _Begin:
         job = self.job
         announced = job.started  # an executor may start it anew (LocalExecutor, lost spawner)
         job.started = True
-        self.t0 = trio.current_time() if t0 is None else t0
+        self.t0 = self.session._clock() if t0 is None else t0
         if self.deadline is not None and job.task.timeout:
             self.deadline.deadline = self.t0 + job.task.timeout
         if self.session._listeners and not announced:

@@ -319,7 +319,7 @@ async def test_a_finished_job_is_judged_by_its_exit_code_file(cluster: Cluster, 
             first = await executor.run(spec)
         assert first.returncode == 4 and first.job_id
         seen: list[str] = []
-        again = attrs.evolve(spec, reattach=first.job_id, on_submitted=seen.append)
+        again = spec._replace(reattach=first.job_id, on_submitted=seen.append)
         async with cluster.make() as executor:
             second = await executor.run(again)
     assert (second.returncode, second.job_id, seen) == (4, first.job_id, [first.job_id])

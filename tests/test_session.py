@@ -470,6 +470,38 @@ async def test_task_is_frozen_once_submitted(workdir, autojump_clock):
         t.set_prop("seen", True)  # props stay the user's own
 
 
+async def test_a_task_subclass_is_built_and_guarded_as_a_task_is(workdir, autojump_clock):
+    # Task.__init__ fills a new task in without its setattr hooks; a subclass (with a
+    # __dict__ of its own) takes another way there: both must end with every field,
+    # their own class, and the hooks back
+    class Tagged(sf.Task):
+        pass
+
+    plain = sf.Task(cmd="cp 'a b.txt' c.txt", inputs="a b.txt", outputs="c.txt", retry="2")
+    tagged = Tagged(cmd="cp 'a b.txt' c.txt", inputs="a b.txt", outputs="c.txt", retry="2")
+    tagged.tag = "mine"  # its __dict__
+    for t in (plain, tagged):
+        assert t.cmd == ("cp", "a b.txt", "c.txt")
+        assert t.command_line() == "cp 'a b.txt' c.txt"  # as typed: the text was kept
+        assert (t.inputs, t.outputs, t.name, t.retry) == (
+            ["a b.txt"],
+            {None: ["c.txt"]},
+            "c.txt",
+            2,
+        )
+    assert type(plain) is sf.Task and type(tagged) is Tagged
+    assert tagged.key == plain.key
+    with pytest.raises(ValueError, match="cmd is empty"):
+        sf.Task(cmd="")
+    tagged.inputs = "x.txt"  # the converting hook is back
+    assert tagged.inputs == ["x.txt"]
+    (workdir / "x.txt").write_text("x")
+    async with open_session(executors=[FakeExecutor()]):
+        await tagged
+        with pytest.raises(AttributeError, match="already submitted"):
+            tagged.cmd = "y"
+
+
 async def test_events_tell_the_whole_story(workdir, autojump_clock):
     rec = Recorder()
     fake = FakeExecutor(duration=1.0)

@@ -196,7 +196,7 @@ class DaskExecutor(Executor):
         safe = re.sub(r"[^A-Za-z0-9._]+", "_", spec.name)[:40] or "task"
         attempt = _Attempt(
             f"sf-{safe}-{spec.key[:8]}-{spec.attempt}-{self._nonce}{next(self._counter)}",
-            attrs.evolve(spec, on_output=None, on_submitted=None),
+            spec._replace(on_output=None, on_submitted=None),
         )
         started = time.time()
         bridge.call(bridge.submit, attempt)
@@ -511,7 +511,7 @@ class _Bridge:
             attempt.future = self._client.submit(
                 _run_attempt,
                 attempt.id,
-                attempt.spec,
+                _Shipped(attempt.spec),
                 self.options.grace,
                 key=attempt.id,
                 resources=resources,
@@ -809,10 +809,19 @@ def _worker_side() -> _WorkerSide:
         return _side[0]
 
 
-def _run_attempt(attempt_id: str, spec: AttemptSpec, grace: float) -> tuple[Any, ...]:
+@attrs.frozen
+class _Shipped:
+    """An attempt's spec as a Dask task's argument. Dask takes the tuples among a
+    task's arguments apart (a named tuple reached the worker broken); an object that is
+    not one, it pickles whole."""
+
+    spec: AttemptSpec
+
+
+def _run_attempt(attempt_id: str, shipped: _Shipped, grace: float) -> tuple[Any, ...]:
     """The Dask task: run one attempt's command; (returncode, host, pid, start, end, error,
     cpu seconds, max rss)."""
-    return _worker_side().run(attempt_id, spec, grace)
+    return _worker_side().run(attempt_id, shipped.spec, grace)
 
 
 def dask_setup(worker: object) -> None:
