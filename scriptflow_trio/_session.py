@@ -1094,7 +1094,11 @@ class Session:
             log_dir.mkdir(parents=True, exist_ok=True)
             self._stored_log_prefix = os.path.join(self._relative(str(log_dir)), "")
         if not job.log_stem:
-            safe = _UNSAFE_IN_NAMES.sub("_", job.name)[:60].strip("._") or "task"
+            name = job.name
+            if name.isascii() and name.isalnum():  # nothing to replace: the common case
+                safe = name[:60]
+            else:
+                safe = _UNSAFE_IN_NAMES.sub("_", name)[:60].strip("._") or "task"
             job.log_stem = f"{safe}-{job.key[:8]}"
         name = f"{job.log_stem}.{attempt}.log"
         return _child(log_dir, name), self._stored_log_prefix + name

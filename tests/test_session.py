@@ -606,3 +606,15 @@ async def test_the_attempt_spec_carries_each_field_of_the_task(workdir, autojump
     assert (spec.cores, spec.mem, spec.timeout) == (2, "3G", 50)
     assert callable(spec.on_output) and spec.on_submitted is None and spec.on_started is None
     assert spec.reattach == ""
+
+
+async def test_log_files_are_named_after_their_task_in_safe_characters(workdir, autojump_clock):
+    fake = FakeExecutor()
+    names = ["c12", "solve 1/2: é", "..", "x" * 70]
+    async with open_session(executors=[fake]):
+        await sf.bag(
+            *(sf.Task(cmd=f"t{i}", outputs=f"{i}.txt", name=n) for i, n in enumerate(names))
+        )
+    stems = [spec.log_path.name.rsplit("-", 1)[0] for spec in fake.runs]
+    assert stems == ["c12", "solve_1_2", "task", "x" * 60]
+    assert all(spec.log_path.name.endswith(f"-{spec.key[:8]}.1.log") for spec in fake.runs)
