@@ -894,8 +894,7 @@ class Session:
                 job.reattach if attempt == 1 else "",  # reattach
             )
             first = first or begin
-            # a glob's matches count if written since then (the float's error is < 1 us)
-            since = (job.reattach_since if reattaching else int(started * 1e9)) - _MTIME_SLOP_NS
+            since = (job.reattach_since if reattaching else time.time_ns()) - _MTIME_SLOP_NS
             outcome = None
             timed_out = False
             # the deadline is set when the attempt starts: at once, or when an executor
@@ -1217,8 +1216,7 @@ class Session:
         taken = None
         executor = job.executor
         if executor in pumped and job.state is JobState.QUEUED and not job.waiters:
-            queue = self._queues[executor.name]
-            if queue and queue[0] is job:  # else a worker runs it, in its turn
+            if self._head(executor.name) is job:
                 taken = self._take(executor)
         for other in pumped:
             self._pump(other)

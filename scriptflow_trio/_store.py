@@ -872,10 +872,11 @@ class StoreWriter:
 
     async def _write_here(self, store: Store | None) -> None:
         plain = [_plain(r) for r in self._take()]
-        if not plain and store is None:
-            return
         try:
-            await trio.to_thread.run_sync(_write_once, self.path, plain, store)
+            if store is not None:  # closed there too, with or without records
+                await trio.to_thread.run_sync(store.close_after, plain)
+            elif plain:
+                await trio.to_thread.run_sync(_write_once, self.path, plain)
         except sqlite3.Error as exc:
             self._fail(str(exc))
 
@@ -887,12 +888,8 @@ class StoreWriter:
             await trio.to_thread.run_sync(os.waitpid, writer, 0)
 
 
-def _write_once(path: Path, plain: list[tuple[Any, ...]], store: Store | None) -> None:
-    """Write plain records in one transaction, through ``store`` (then closed) or on a
-    connection of their own."""
-    if store is not None:
-        store.close_after(plain)
-        return
+def _write_once(path: Path, plain: list[tuple[Any, ...]]) -> None:
+    """Write plain records in one transaction, on a connection of their own."""
     db = _storewrite.connect(str(path))
     try:
         _storewrite.write(db, _storewrite.rows(plain))
