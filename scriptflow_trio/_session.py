@@ -262,6 +262,10 @@ class Session:
         self._jobs: dict[str, Job] = {}
         self._producers: dict[str, Job] = {}
         self._remade: set[str] = set()
+        # the fingerprint of each file an attempt of this session made, by normalised
+        # path: a later task's inputs, fingerprinted again only if another attempt remakes
+        # them (kept only with the store)
+        self._made_rows: dict[str, FingerprintRow] = {}
         self._queues = {name: collections.deque[Job]() for name in self.executors}
         # an executor with a lookahead takes more than its capacity, and queues it itself
         self._free = {name: e.capacity + e.lookahead for name, e in self.executors.items()}
@@ -841,9 +845,13 @@ class Session:
             started = time.time()
             start: AttemptStart | None = None
             inputs: tuple[FingerprintRow, ...] = ()
+            made_rows: dict[str, FingerprintRow] = {}
             if writer is not None:
                 if job.inputs:
                     inputs = await self._fingerprints(job.inputs, hashing)
+                if self._made_rows:  # this attempt remakes them: what was made is void
+                    for path in job.paths:
+                        self._made_rows.pop(path, None)
                 start = AttemptStart(
                     self.run_id,
                     job.key,
@@ -967,11 +975,13 @@ class Session:
             if writer is not None and start is not None:
                 outputs: tuple[FingerprintRow, ...] = ()
                 if made:  # hashing (slow on big files) runs in a thread
-                    outputs = (
-                        await self._fingerprints([path for path, _ in made], True)
-                        if hashing
-                        else self._made_fingerprints(made)
-                    )
+                    if hashing:
+                        paths = [path for path, _ in made]
+                        hashed = zip(paths, await self._hashed_rows(paths), strict=True)
+                        made_rows = {path: row for path, row in hashed if row is not None}
+                    else:
+                        made_rows = self._made_fingerprints(made)
+                    outputs = tuple(made_rows.values())
                 end = _attempt_end(
                     begin.moved(start),
                     AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
@@ -986,6 +996,8 @@ class Session:
             if not reason:
                 job.duration = now - first.t0  # on trio's clock: virtual in tests
                 self._remember_remade(job)
+                if made_rows:
+                    self._made_rows.update(made_rows)
                 return JobState.SUCCEEDED, None, end
             _unlink(job.paths)
             if not will_retry:
@@ -1044,40 +1056,62 @@ class Session:
         return missing, made
 
     async def _fingerprints(self, paths: Sequence[str], digest: bool) -> tuple[FingerprintRow, ...]:
-        """Fingerprints of existing ``paths``; hashing (slow on big files) runs in a thread."""
+        """Fingerprints of the existing ``paths``, an attempt's inputs.
+
+        A file an attempt of this session made has the fingerprint taken then (a fan-in
+        of 10,000 files made here stat'ed them all again, 20 ms of the event loop here,
+        far more on a network file system). Without hashing, that is taken as it is: an
+        input's fingerprint decides nothing then, it tells ``sf inspect`` what the task
+        used. With hashing, where it decides, the digest is reused only if the file's
+        size and time are still the ones it was taken with.
+        """
         if self._writer is None:
             return ()
         if not digest:
             return self._stat_fingerprints(paths)
-        relative = [self._relative(p) for p in paths]
+        known = self._made_rows
+        root = self.root
+        pairs = [(self._relative_normalised(n), known.get(n)) for n in map(self._norm, paths)]
 
         def take() -> tuple[FingerprintRow, ...]:
-            found = (fingerprint_row(self.root, p, digest=True) for p in relative)
+            found = (fingerprint_row(root, p, digest=True, known=k) for p, k in pairs)
             return tuple([fp for fp in found if fp is not None])
 
         return await trio.to_thread.run_sync(take)
 
+    async def _hashed_rows(self, norms: list[str]) -> list[FingerprintRow | None]:
+        """Fingerprints with digests of normalised paths, in order, hashed in a thread (big
+        files are slow); ``None`` for a file that does not exist."""
+        root = self.root
+        relative = [self._relative_normalised(n) for n in norms]
+        return await trio.to_thread.run_sync(
+            lambda: [fingerprint_row(root, p, digest=True) for p in relative]
+        )
+
     def _stat_fingerprints(self, paths: Sequence[str]) -> tuple[FingerprintRow, ...]:
-        """Size and time of each of ``paths`` that exists, each path normalised once."""
+        """Size and time of each of ``paths`` that exists, each path normalised once; a file
+        made in this session has the one taken then (see :meth:`_fingerprints`)."""
+        known = self._made_rows
         rows: list[FingerprintRow] = []
         for path in paths:
             full = self._norm(path)
-            try:
-                st = os.stat(full)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            rows.append((self._relative_normalised(full), st.st_size, st.st_mtime_ns, None))
+            row = known.get(full)
+            if row is None or row[3] is not None:
+                try:
+                    st = os.stat(full)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                row = (self._relative_normalised(full), st.st_size, st.st_mtime_ns, None)
+            rows.append(row)
         return tuple(rows)
 
     def _made_fingerprints(
         self, made: list[tuple[str, os.stat_result]]
-    ) -> tuple[FingerprintRow, ...]:
-        """Fingerprints of the files an attempt made (paths normalised), from their stat
+    ) -> dict[str, FingerprintRow]:
+        """Fingerprints of the files an attempt made, by normalised path, from their stat
         results."""
-        rows: list[FingerprintRow] = []
-        for path, st in made:
-            rows.append((self._relative_normalised(path), st.st_size, st.st_mtime_ns, None))
-        return tuple(rows)
+        rel = self._relative_normalised
+        return {path: (rel(path), st.st_size, st.st_mtime_ns, None) for path, st in made}
 
     def _output_printer(self, name: str) -> Callable[[str], None]:
         def emit(line: str) -> None:

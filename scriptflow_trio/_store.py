@@ -955,13 +955,27 @@ def fingerprint(root: str, path: str, *, digest: bool = False) -> Fingerprint | 
     return None if row is None else Fingerprint(*row)
 
 
-def fingerprint_row(root: str, path: str, *, digest: bool = False) -> FingerprintRow | None:
-    """:func:`fingerprint` as the writer takes it, for an attempt's record."""
+def fingerprint_row(
+    root: str, path: str, *, digest: bool = False, known: FingerprintRow | None = None
+) -> FingerprintRow | None:
+    """:func:`fingerprint` as the writer takes it, for an attempt's record.
+
+    ``known``, an earlier row of the same path with a digest, is the answer while the
+    file's size and time are still its own: the file is not hashed again.
+    """
     full = path if os.path.isabs(path) else os.path.join(root, path)
     try:
         st = os.stat(full)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if (
+        known is not None
+        and digest
+        and known[3] is not None
+        and known[1] == st.st_size
+        and known[2] == st.st_mtime_ns
+    ):
+        return known
     hashed = hash_file(full) if digest and not os.path.isdir(full) else None
     return path, st.st_size, st.st_mtime_ns, hashed
 

@@ -20,6 +20,7 @@ from helpers import Recorder, alive
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
 from scriptflow_trio._records import AttemptStatus, RunRecord, RunStatus
+from scriptflow_trio import _store
 from scriptflow_trio._store import Store
 from scriptflow_trio.testing import FakeExecutor
 
@@ -318,6 +319,46 @@ async def test_results_and_fingerprints_are_recorded(workdir: Path) -> None:
     async with sf.open_session():
         again = await sf.Task(cmd=[PY, "-c", code], result="r.json", name="score")
     assert again.result == {"score": 0.5}
+
+
+async def test_an_input_made_in_the_session_is_recorded_as_its_attempt_found_it(
+    workdir: Path,
+) -> None:
+    """A consumer's inputs made earlier in the session carry the fingerprints their
+    producers' attempts took; with hashing, a file changed since is hashed again."""
+    makers = [sf.Task(cmd=f"echo {i} > in{i}", shell=True, outputs=f"in{i}") for i in range(3)]
+    async with sf.open_session() as session:
+        await sf.bag(*makers)
+        await sf.Task(
+            cmd="cat in0 in1 in2 > all",
+            shell=True,
+            inputs=["in0", "in1", "in2"],
+            outputs="all",
+            name="all",
+        )
+        run_id = session.run_id
+    store = Store.open(Path(".scriptflow"))
+    by = {a.name: a for a in store.attempts(run_id)}
+    assert list(by["all"].inputs) == [fp for t in makers for fp in by[t.name].outputs]
+    store.close()
+
+    for changed in ("size", "time", "nothing"):
+        async with sf.open_session(config=sf.SessionConfig(freshness="hash")) as session:
+            await sf.Task(cmd="echo one > a", shell=True, outputs="a", name="make")
+            if changed == "size":
+                Path("a").write_text("three\n")
+            elif changed == "time":  # the same size, another content and time
+                Path("a").write_text("two\n")
+                os.utime("a", ns=(time.time_ns() + 10**9,) * 2)
+            await sf.Task(cmd="cp a b", shell=True, inputs="a", outputs="b", name="use")
+            run_id = session.run_id
+        store = Store.open(Path(".scriptflow"))
+        by = {a.name: a for a in store.attempts(run_id)}
+        (used,) = by["use"].inputs
+        assert used.digest == _store.hash_file("a"), changed
+        assert (used == by["make"].outputs[0]) is (changed == "nothing")
+        store.close()
+        Path("a").unlink()
 
 
 async def test_failed_and_cancelled_attempts_are_recorded(workdir: Path) -> None:
