@@ -262,9 +262,9 @@ class Session:
         self._jobs: dict[str, Job] = {}
         self._producers: dict[str, Job] = {}
         self._remade: set[str] = set()
-        # the fingerprint of each file an attempt of this session made, by normalised
-        # path: a later task's inputs, fingerprinted again only if another attempt remakes
-        # them (kept only with the store)
+        # the fingerprint each file had when an attempt of this session made it, by
+        # normalised path, for the tasks that read it (with the store); forgotten when a
+        # new job is to make it again
         self._made_rows: dict[str, FingerprintRow] = {}
         self._queues = {name: collections.deque[Job]() for name in self.executors}
         # an executor with a lookahead takes more than its capacity, and queues it itself
@@ -447,12 +447,15 @@ class Session:
         )
         for path in outputs:
             other = self._producers.get(path)
-            if other is not None and other.key != key and not other.done:
+            if other is None:
+                continue
+            if other.key != key and not other.done:
                 raise InvalidTask(
                     f"task {task.name!r} declares output {os.path.relpath(path, self.root)!r}, "
                     f"which task {other.name!r} is also making right now",
                     task.name,
                 )
+            self._made_rows.pop(path, None)  # made again: what it was is void
         job = Job(task, key, task.name, executor, declared, outputs)
         object.__setattr__(task, "_job", job)  # private: past the setattr hooks
         self._jobs[key] = job
@@ -845,13 +848,9 @@ class Session:
             started = time.time()
             start: AttemptStart | None = None
             inputs: tuple[FingerprintRow, ...] = ()
-            made_rows: dict[str, FingerprintRow] = {}
             if writer is not None:
                 if job.inputs:
                     inputs = await self._fingerprints(job.inputs, hashing)
-                if self._made_rows:  # this attempt remakes them: what was made is void
-                    for path in job.paths:
-                        self._made_rows.pop(path, None)
                 start = AttemptStart(
                     self.run_id,
                     job.key,
@@ -934,6 +933,7 @@ class Session:
             t0 = begin.t0
             returncode = None
             made: list[tuple[str, os.stat_result]] = []
+            outputs: tuple[FingerprintRow, ...] = ()  # their fingerprints, with the store
             if outcome is None or timed_out:
                 reason = f"timed out after {task.timeout:g} s"
             elif outcome.error:
@@ -973,15 +973,16 @@ class Session:
                     )
                 )
             if writer is not None and start is not None:
-                outputs: tuple[FingerprintRow, ...] = ()
                 if made:  # hashing (slow on big files) runs in a thread
                     if hashing:
                         paths = [path for path, _ in made]
-                        hashed = zip(paths, await self._hashed_rows(paths), strict=True)
-                        made_rows = {path: row for path, row in hashed if row is not None}
+                        rows = await self._hashed_rows(paths)
+                        for path, row in zip(paths, rows, strict=True):
+                            if row is not None:
+                                self._made_rows[path] = row
+                        outputs = tuple([row for row in rows if row is not None])
                     else:
-                        made_rows = self._made_fingerprints(made)
-                    outputs = tuple(made_rows.values())
+                        outputs = self._made_fingerprints(made)
                 end = _attempt_end(
                     begin.moved(start),
                     AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
@@ -996,8 +997,6 @@ class Session:
             if not reason:
                 job.duration = now - first.t0  # on trio's clock: virtual in tests
                 self._remember_remade(job)
-                if made_rows:
-                    self._made_rows.update(made_rows)
                 return JobState.SUCCEEDED, None, end
             _unlink(job.paths)
             if not will_retry:
@@ -1107,11 +1106,15 @@ class Session:
 
     def _made_fingerprints(
         self, made: list[tuple[str, os.stat_result]]
-    ) -> dict[str, FingerprintRow]:
-        """Fingerprints of the files an attempt made, by normalised path, from their stat
-        results."""
-        rel = self._relative_normalised
-        return {path: (rel(path), st.st_size, st.st_mtime_ns, None) for path, st in made}
+    ) -> tuple[FingerprintRow, ...]:
+        """Fingerprints of the files an attempt made (paths normalised), from their stat
+        results; remembered for the tasks that read them (see :meth:`_fingerprints`)."""
+        known = self._made_rows
+        rows: list[FingerprintRow] = []
+        for path, st in made:
+            known[path] = row = (self._relative_normalised(path), st.st_size, st.st_mtime_ns, None)
+            rows.append(row)
+        return tuple(rows)
 
     def _output_printer(self, name: str) -> Callable[[str], None]:
         def emit(line: str) -> None:
