@@ -43,6 +43,7 @@ def decide(
     inputs: Sequence[str],
     outputs: Sequence[str | Glob],
     paths: Sequence[str] = (),
+    mtimes: Sequence[int | None] = (),
     *,
     was_remade: Callable[[str], bool] = lambda path: False,
 ) -> Decision:
@@ -50,7 +51,9 @@ def decide(
 
     ``inputs`` are already expanded; ``paths``, when given, are the literal outputs
     resolved against ``root``, in order; ``was_remade(path)`` tells whether another
-    task made (or, in a dry run, would make) that input in this run.
+    task made (or, in a dry run, would make) that input in this run. ``mtimes``, when
+    given, has the modification time of each input the caller has just read, ``None``
+    where it did not: that input is looked at here.
     """
     if not outputs:
         return Decision(True, "it declares no outputs")
@@ -76,10 +79,12 @@ def decide(
             if oldest is None or mtime < oldest:
                 oldest, oldest_name = mtime, path
     assert oldest is not None
-    for path in inputs:
-        if was_remade(path):
-            return Decision(True, f"input {path} was remade")
-        mtime = _mtime(root, path)
+    for i, path in enumerate(inputs):
+        mtime = mtimes[i] if mtimes else None
+        if mtime is None:
+            if was_remade(path):
+                return Decision(True, f"input {path} was remade")
+            mtime = _mtime(root, path)
         if mtime is not None and mtime > oldest:
             return Decision(True, f"input {path} is newer than output {oldest_name}", "newer")
     return _UP_TO_DATE

@@ -528,7 +528,8 @@ class Session:
     def _decide(self, job: Job) -> None:
         task = job.task
         try:
-            job.inputs = inputs = self._expand_inputs(job)
+            inputs, mtimes = self._expand_inputs(job)
+            job.inputs = inputs
         except TaskError as exc:
             self._finish(job, JobState.FAILED, exc)
             return
@@ -552,7 +553,9 @@ class Session:
                     ),
                 )
                 return
-        decision = decide(self.root, inputs, job.outputs, job.paths, was_remade=self._was_remade)
+        decision = decide(
+            self.root, inputs, job.outputs, job.paths, mtimes, was_remade=self._was_remade
+        )
         if history is None:
             self._act(job, decision)
             return
@@ -680,26 +683,39 @@ class Session:
     def _was_remade(self, path: str) -> bool:
         return self._norm(path) in self._remade
 
-    def _expand_inputs(self, job: Job) -> list[str]:
+    def _expand_inputs(self, job: Job) -> tuple[list[str], list[int | None]]:
+        """The task's inputs, globs expanded, and the modification time of each literal
+        one, read as its existence is checked (``None``: remade here, or a glob's match).
+
+        ``decide`` takes those times instead of reading them again: on a re-run, each
+        input of each task was stat'ed twice (a network file system answers each).
+        """
         inputs: list[str] = []
+        mtimes: list[int | None] = []
         for item in job.task.inputs:
             if isinstance(item, Glob):
                 paths = expand(self.root, item)
                 if not paths:
                     raise MissingInput(job.name, item.pattern, " (the glob matches no file)")
-            else:
-                paths = [item]
-                norm = self._norm(item)
-                if norm not in self._remade and not os.path.exists(norm):
+                inputs.extend(paths)
+                mtimes.extend([None] * len(paths))
+                continue
+            norm = self._norm(item)
+            mtime = None
+            if norm not in self._remade:
+                try:
+                    mtime = os.stat(norm).st_mtime_ns
+                except (OSError, ValueError):  # what os.path.exists says False to
                     producer = self._producers.get(norm)
                     detail = ""
                     if producer is job:
                         detail = ": it is also one of the task's own outputs"
                     elif producer is not None and not producer.ok:
                         detail = f": task {producer.name!r}, which makes it, {producer.state.value}"
-                    raise MissingInput(job.name, item, detail)
-            inputs.extend(paths)
-        return inputs
+                    raise MissingInput(job.name, item, detail) from None
+            inputs.append(item)
+            mtimes.append(mtime)
+        return inputs, mtimes
 
     def _remember_remade(self, job: Job) -> None:
         self._remade.update(job.paths)
