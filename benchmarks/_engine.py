@@ -2,7 +2,7 @@
 
 Run by ``run.py`` as a process of its own, in a fresh directory (its current one)::
 
-    python _engine.py SHAPE N [--no-store]
+    python _engine.py SHAPE N [--no-store] [--short]
 
 SHAPE is ``pending`` (N tasks in one ``sf.bag`` on a fake executor that never
 finishes: it reports once they are all waiting, and exits), ``independent`` (N tasks
@@ -14,11 +14,18 @@ outputs) and no listener (no UI); with the store (the default) it keeps its reco
 in ``.scriptflow`` here, as the CLI would. It prints one JSON line: the seconds
 from opening the session to its end (the interpreter's start and the imports are not
 counted), the number of tasks of the flow and the number the fake executor ran.
+
+``--short`` keeps the store's writer process from starting on time alone, as in a
+session that ends within the writer's first interval (0.2 s): for counting
+instructions under valgrind, where a 10 ms chain of 200 takes longer than that and
+would hand its records to a writer process instead of writing them at its close.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import sys
 import time
@@ -101,6 +108,11 @@ async def measure(shape: str, n: int, store: bool) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     shape, n = argv[0], int(argv[1])
     store = "--no-store" not in argv[2:]
+    if "--short" in argv[2:]:
+        from scriptflow_trio._store import StoreWriter
+
+        # a private knob, for this measurement only: the first hand-over's wait
+        StoreWriter.run = functools.partialmethod(StoreWriter.run, interval=math.inf)  # type: ignore[method-assign]
     if shape == "pending":
         trio.run(measure_pending, n, store)
     print(json.dumps(trio.run(measure, shape, n, store)))
