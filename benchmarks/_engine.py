@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
         from scriptflow_trio._store import StoreWriter
 
         # a private knob, for this measurement only: the first hand-over's wait
-        StoreWriter.run = functools.partialmethod(StoreWriter.run, interval=math.inf)  # type: ignore[method-assign]
+        StoreWriter.run = functools.partialmethod(StoreWriter.run, interval=math.inf)  # type: ignore[method-assign, assignment]
     if shape == "pending":
         trio.run(measure_pending, n, store)
     print(json.dumps(trio.run(measure, shape, n, store)))
