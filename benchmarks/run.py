@@ -260,14 +260,13 @@ def w3_unit(res: Results, tool: Tool, hops: int, repeat: int) -> Unit:
 
 
 def w4_dry_unit(res: Results, tool: Tool, n: int, repeat: int) -> Unit:
-    assert tool.dry_argv is not None
+    dry_argv = tool.dry_argv
+    assert dry_argv is not None
     row = res.row("W4", f"{n_(n)} declared", n, tool.dry_label)
 
     def measure(workdir: Path, rep: int) -> None:
         tool.prepare(workdir, INDEPENDENT, n)
-        m = run_measured(
-            tool.dry_argv(INDEPENDENT), workdir, timeout=timeout_for(tool, n), env=tool.env
-        )
+        m = run_measured(dry_argv(INDEPENDENT), workdir, timeout=timeout_for(tool, n), env=tool.env)
         m.check(f"{tool.dry_label}, {n_(n)} tasks")
         made = list((workdir / "out").iterdir())
         if made:
@@ -448,8 +447,8 @@ def plan(
             if sizes.scriptflow_hops != CHAIN_HOPS and "make" in tools:
                 hops_of["make (short chain)"] = sizes.scriptflow_hops
         for key, hops in hops_of.items():
-            tool = key.split()[0]
-            units.append(w3_unit(res, tools[tool], hops, runs("W3", tool)))
+            name = key.split()[0]
+            units.append(w3_unit(res, tools[name], hops, runs("W3", name)))
     if "W4" in only:
         for n in sizes.w4:
             if "scriptflow_trio" in tools:
