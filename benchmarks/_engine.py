@@ -2,7 +2,7 @@
 
 Run by ``run.py`` as a process of its own, in a fresh directory (its current one)::
 
-    python _engine.py SHAPE N [--no-store] [--short]
+    python _engine.py SHAPE N [--no-store] [--short] [--floor]
 
 SHAPE is ``pending`` (N tasks in one ``sf.bag`` on a fake executor that never
 finishes: it reports once they are all waiting, and exits), ``independent`` (N tasks
@@ -15,6 +15,11 @@ in ``.scriptflow`` here, as the CLI would. It prints one JSON line: the seconds
 from opening the session to its end (the interpreter's start and the imports are not
 counted), the number of tasks of the flow and the number the fake executor ran.
 
+``--floor`` runs no session: only the FakeExecutor's own work for the same shape, a
+trio checkpoint and an empty output file per task, two at a time where the flow has
+two slots of work. It is W5's reference, as make is W1's: the engine's rate divided
+by it holds across the VM's faster and slower phases better than the rate itself.
+
 ``--short`` keeps the store's writer process from starting on time alone, as in a
 session that ends within the writer's first interval (0.2 s): for counting
 instructions under valgrind, where a 10 ms chain of 200 takes longer than that and
@@ -23,6 +28,7 @@ would hand its records to a writer process instead of writing them at its close.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import json
 import math
@@ -105,6 +111,38 @@ async def measure(shape: str, n: int, store: bool) -> dict[str, object]:
     return {"session_seconds": seconds, "tasks": n + extra, "ran": len(fake.runs)}
 
 
+async def measure_floor(shape: str, n: int) -> dict[str, object]:
+    """What the FakeExecutor does for ``shape``'s tasks, without the engine: a checkpoint
+    and ``os.mknod`` of the output per task, in two trio tasks (one for the chain)."""
+    if shape == "chain":
+        paths = [f"c/{i}.txt" for i in range(1, n + 1)]
+    else:
+        paths = [f"out/{i}.txt" for i in range(n)] + (["all.txt"] if shape == "fanin" else [])
+    ran = 0
+
+    async def slot(todo: collections.abc.Iterator[str]) -> None:
+        nonlocal ran
+        for path in todo:
+            await trio.lowlevel.checkpoint()
+            os.mknod(path)
+            ran += 1
+
+    start = time.perf_counter()
+    os.makedirs("out" if shape != "chain" else "c", exist_ok=True)
+    if shape == "chain":
+        await slot(iter(paths))
+    else:
+        last = paths.pop() if shape == "fanin" else None
+        todo = iter(paths)  # shared: each slot takes the next task when it is free
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slot, todo)
+            nursery.start_soon(slot, todo)
+        if last is not None:  # after all the others, as the fan-in's last task
+            await slot(iter([last]))
+    seconds = time.perf_counter() - start
+    return {"session_seconds": seconds, "tasks": n + FLOWS[shape][1], "ran": ran}
+
+
 def main(argv: list[str]) -> int:
     shape, n = argv[0], int(argv[1])
     store = "--no-store" not in argv[2:]
@@ -115,6 +153,9 @@ def main(argv: list[str]) -> int:
         StoreWriter.run = functools.partialmethod(StoreWriter.run, interval=math.inf)  # type: ignore[method-assign, assignment]
     if shape == "pending":
         trio.run(measure_pending, n, store)
+    if "--floor" in argv[2:]:
+        print(json.dumps(trio.run(measure_floor, shape, n)))
+        return 0
     print(json.dumps(trio.run(measure, shape, n, store)))
     return 0
 
