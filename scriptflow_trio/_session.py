@@ -990,15 +990,9 @@ class Session:
                 )
             if writer is not None and start is not None:
                 if made:  # hashing (slow on big files) runs in a thread
-                    if hashing:
-                        paths = [path for path, _ in made]
-                        rows = await self._hashed_rows(paths)
-                        for path, row in zip(paths, rows, strict=True):
-                            if row is not None:
-                                self._made_rows[path] = row
-                        outputs = tuple([row for row in rows if row is not None])
-                    else:
-                        outputs = self._made_fingerprints(made)
+                    outputs = (
+                        await self._hashed_made(made) if hashing else self._made_fingerprints(made)
+                    )
                 end = _attempt_end(
                     begin.moved(start),
                     AttemptStatus.FAILED if reason else AttemptStatus.SUCCEEDED,
@@ -1084,24 +1078,39 @@ class Session:
             return ()
         if not digest:
             return self._stat_fingerprints(paths)
+        norms = [self._norm(p) for p in paths]
         known = self._made_rows
-        root = self.root
-        pairs = [(self._relative_normalised(n), known.get(n)) for n in map(self._norm, paths)]
+        rows = await self._hashed_rows(norms, [known.get(n) for n in norms])
+        return tuple([row for row in rows if row is not None])
 
-        def take() -> tuple[FingerprintRow, ...]:
-            found = (fingerprint_row(root, p, digest=True, known=k) for p, k in pairs)
-            return tuple([fp for fp in found if fp is not None])
-
-        return await trio.to_thread.run_sync(take)
-
-    async def _hashed_rows(self, norms: list[str]) -> list[FingerprintRow | None]:
+    async def _hashed_rows(
+        self, norms: list[str], known: list[FingerprintRow | None] | None = None
+    ) -> list[FingerprintRow | None]:
         """Fingerprints with digests of normalised paths, in order, hashed in a thread (big
-        files are slow); ``None`` for a file that does not exist."""
+        files are slow); ``None`` for a file that does not exist. ``known``: an earlier
+        row for each path, or ``None``, reused while its file's size and time hold."""
         root = self.root
         relative = [self._relative_normalised(n) for n in norms]
+        earlier = known or [None] * len(norms)
         return await trio.to_thread.run_sync(
-            lambda: [fingerprint_row(root, p, digest=True) for p in relative]
+            lambda: [
+                fingerprint_row(root, p, digest=True, known=k)
+                for p, k in zip(relative, earlier, strict=True)
+            ]
         )
+
+    async def _hashed_made(
+        self, made: list[tuple[str, os.stat_result]]
+    ) -> tuple[FingerprintRow, ...]:
+        """:meth:`_made_fingerprints` with digests: the files an attempt made, hashed again
+        (they are new), and remembered for the tasks that read them."""
+        paths = [path for path, _ in made]
+        rows = await self._hashed_rows(paths)
+        known = self._made_rows
+        for path, row in zip(paths, rows, strict=True):
+            if row is not None:
+                known[path] = row
+        return tuple([row for row in rows if row is not None])
 
     def _stat_fingerprints(self, paths: Sequence[str]) -> tuple[FingerprintRow, ...]:
         """Size and time of each of ``paths`` that exists, each path normalised once; a file
