@@ -20,8 +20,7 @@ from helpers import Recorder, alive
 import scriptflow_trio as sf
 from scriptflow_trio import _events as ev
 from scriptflow_trio._records import AttemptStatus, RunRecord, RunStatus
-from scriptflow_trio import _store
-from scriptflow_trio._store import Store
+from scriptflow_trio._store import Store, hash_file
 from scriptflow_trio.testing import FakeExecutor
 
 PY = sys.executable
@@ -355,7 +354,7 @@ async def test_an_input_made_in_the_session_is_recorded_as_its_attempt_found_it(
         store = Store.open(Path(".scriptflow"))
         by = {a.name: a for a in store.attempts(run_id)}
         (used,) = by["use"].inputs
-        assert used.digest == _store.hash_file("a"), changed
+        assert used.digest == hash_file("a"), changed
         assert (used == by["make"].outputs[0]) is (changed == "nothing")
         store.close()
         Path("a").unlink()
