@@ -18,7 +18,8 @@ counted), the number of tasks of the flow and the number the fake executor ran.
 ``--floor`` runs no session: only the FakeExecutor's own work for the same shape, a
 trio checkpoint and an empty output file per task, two at a time where the flow has
 two slots of work. It is W5's reference, as make is W1's: the engine's rate divided
-by it holds across the VM's faster and slower phases better than the rate itself.
+by it is meant to hold across the VM's faster and slower phases better than the rate
+itself (both are measured in the same minutes).
 
 ``--short`` keeps the store's writer process from starting on time alone, as in a
 session that ends within the writer's first interval (0.2 s): for counting

@@ -28,7 +28,7 @@ Workloads (each task is a real process unless said otherwise; 2 slots throughout
   disk the files the FakeExecutor creates cost as much as the engine. A floor row
   per flow runs the FakeExecutor's work alone (a trio checkpoint and a file per task,
   no engine) in memory; the in-memory rows say how many times the floor they take, a
-  ratio that moves less with the VM's speed than tasks per second do.
+  ratio meant to move less with the VM's speed than tasks per second do.
 
 The tools other than make and xargs are installed with pip into virtual environments
 of their own under ``--cache``, reused by later runs; one that cannot be installed is
